@@ -1,0 +1,200 @@
+"""Typed schema behind every config group.
+
+Each group of `conf/` (model, data, rollout, eval, grading, logger, paths) has a dataclass here. The
+top-level app schemas (`EvalAppConfig`, ...) are registered in Hydra's ConfigStore and named first in
+the defaults list of `conf/<app>.yaml`, so every YAML file and every command-line override is merged
+onto a typed, struct-mode node: a misspelt key fails at compose time with the key's name, and a
+choice field (an Enum) lists its valid values.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any, Dict, List, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
+
+
+class Source(str, Enum):
+    """Where a dataset comes from."""
+
+    bundled = "bundled"  # a benchmark shipped in data/
+    local = "local"  # any local JSONL or Parquet file, with a field mapping
+    hub = "hub"  # a Hugging Face hub dataset (needs the network)
+    synthetic = "synthetic"  # the seeded arithmetic task of the embedded default
+
+
+class Domain(str, Enum):
+    """How answers of a dataset are graded."""
+
+    math = "math"
+    choice = "choice"
+    code = "code"
+
+
+class PromptStyle(str, Enum):
+    """How a question becomes a prompt: `chat` uses the tokenizer's chat template, `plain` does not."""
+
+    auto = "auto"  # chat when the tokenizer has a chat template, else plain
+    plain = "plain"
+    chat = "chat"
+
+
+class AnswerFormat(str, Enum):
+    """Where the model is asked to put its final answer."""
+
+    boxed = "boxed"  # \boxed{...}
+    hash = "hash"  # #### ...
+
+
+@dataclass
+class ModelConfig:
+    # "tiny" (the embedded default, built on first use), a local Hugging Face model directory,
+    # a hub id (needs the network), or a memrl run / checkpoint directory
+    name_or_path: str = "tiny"
+    # auto: bfloat16 on GPUs that support it, else float32
+    dtype: str = "auto"
+    # auto: cuda when available, else cpu
+    device: str = "auto"
+    prompt_style: PromptStyle = PromptStyle.auto
+    # system message for chat-style prompts; None: no system message
+    system_prompt: Optional[str] = None
+    trust_remote_code: bool = False
+    revision: Optional[str] = None
+
+
+@dataclass
+class FieldMap:
+    """Which record fields hold the id, question and answer (for local and hub datasets)."""
+
+    # None: the row number becomes the id
+    id: Optional[str] = "id"
+    question: str = "question"
+    # None: the dataset has no gold answers (code is graded by tests)
+    answer: Optional[str] = "answer"
+
+
+@dataclass
+class DatasetSpec:
+    # name used in result keys and file names
+    name: str = MISSING
+    source: Source = Source.bundled
+    # bundled: the folder under data/ (default: name); local: a .jsonl/.parquet file; hub: the dataset id
+    path: Optional[str] = None
+    split: str = "test"
+    # hub dataset configuration name
+    subset: Optional[str] = None
+    domain: Domain = Domain.math
+    fields: FieldMap = field(default_factory=FieldMap)
+    # keep only the first `limit` problems (None: all); eval.limit applies on top
+    limit: Optional[int] = None
+
+
+@dataclass
+class SyntheticConfig:
+    """The seeded arithmetic task of the embedded default."""
+
+    seed: int = 1234
+    train_size: int = 4000
+    val_size: int = 200
+    test_size: int = 200
+    # problem families (see memrl.data.synthetic.FAMILIES)
+    families: List[str] = field(default_factory=lambda: ["add", "sub", "mul", "mix"])
+    levels: List[int] = field(default_factory=lambda: [1, 2, 3])
+
+
+@dataclass
+class DataConfig:
+    # the benchmarks `memrl eval` runs, in order
+    eval_sets: List[DatasetSpec] = field(default_factory=list)
+    synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
+    answer_format: AnswerFormat = AnswerFormat.boxed
+
+
+@dataclass
+class RolloutConfig:
+    # hf: transformers generate (CPU and GPU); vllm arrives with its own issue
+    engine: str = "hf"
+    # prompts per generate call (each expands to n sequences)
+    batch_size: int = 64
+    max_new_tokens: int = 64
+    temperature: float = 1.0
+    top_p: float = 1.0
+    # 0: no top-k filtering
+    top_k: int = 0
+    # generation stops after any of these strings (the string is kept in the text)
+    stop: List[str] = field(default_factory=list)
+
+
+@dataclass
+class EvalConfig:
+    # greedy decoding accuracy
+    greedy: bool = True
+    # sampled completions per problem for pass@k and mean@n (0: no sampling)
+    n: int = 8
+    temperature: float = 1.0
+    top_p: float = 1.0
+    # None: rollout.max_new_tokens
+    max_new_tokens: Optional[int] = None
+    # at most this many problems per benchmark (None: all)
+    limit: Optional[int] = None
+    # k values of pass@k (None: 1, 2, 4, ... up to n); every k must be <= n
+    ks: Optional[List[int]] = None
+    plot: bool = True
+
+
+@dataclass
+class GradingConfig:
+    # worker processes for math grading (0: grade in this process)
+    num_workers: int = 2
+    # hard time limit per answer, in seconds
+    timeout_s: float = 5.0
+    # answer extraction order: the first format found in a completion wins
+    answer_formats: List[AnswerFormat] = field(default_factory=lambda: [AnswerFormat.boxed, AnswerFormat.hash])
+
+
+@dataclass
+class LoggerConfig:
+    # none | wandb
+    backend: str = "none"
+    project: str = "memrl"
+    # offline unless the user opts in with logger.mode=online
+    mode: str = "offline"
+    tags: List[str] = field(default_factory=list)
+
+
+@dataclass
+class PathsConfig:
+    # the folder that holds the bundled benchmarks
+    data_dir: str = MISSING
+    # where run directories go
+    output_root: str = "outputs"
+    # cache of built artifacts (the tiny model); MEMRL_CACHE overrides the default
+    cache_dir: str = MISSING
+    # this run's directory (set by Hydra)
+    output_dir: str = MISSING
+
+
+@dataclass
+class EvalAppConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    grading: GradingConfig = field(default_factory=GradingConfig)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
+    paths: PathsConfig = field(default_factory=PathsConfig)
+    # names the run directory: outputs/<task_name>/<date_time>
+    task_name: str = "eval"
+    seed: int = 0
+    # Hydra fills these from the defaults list
+    hydra: Any = None
+    experiment: Optional[Dict[str, Any]] = None
+
+
+def register_configs() -> None:
+    """Register the app schemas with Hydra's ConfigStore (idempotent)."""
+    cs = ConfigStore.instance()
+    cs.store(name="eval_schema", node=EvalAppConfig)

@@ -1,0 +1,71 @@
+"""Prompt templates: a question becomes the text the policy continues.
+
+`plain` is for base models and the tiny default model (which was trained on exactly this layout);
+`chat` applies the tokenizer's chat template (instruct models). The instruction line asks for the
+configured answer format, so that grading can find the final answer.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from memrl.data.problem import Problem
+
+INSTRUCTIONS = {
+    "boxed": "Put the final answer in \\boxed{}.",
+    "hash": "End with #### followed by the final answer.",
+}
+
+
+def _value(x: Any) -> str:
+    return getattr(x, "value", x)
+
+
+def instruction(answer_format: Any) -> str:
+    """The instruction line for an answer format ("boxed" or "hash")."""
+    return INSTRUCTIONS[_value(answer_format)]
+
+
+def user_message(problem: Problem, answer_format: Any = "boxed") -> str:
+    """The question followed by the answer-format instruction."""
+    return f"{problem.question}\n{instruction(answer_format)}"
+
+
+def resolve_style(style: Any, tokenizer: Any) -> str:
+    """`auto` -> `chat` when the tokenizer has a chat template, else `plain`."""
+    style = _value(style)
+    if style == "auto":
+        return "chat" if getattr(tokenizer, "chat_template", None) else "plain"
+    return style
+
+
+def format_prompt(
+    problem: Problem,
+    tokenizer: Any = None,
+    style: Any = "plain",
+    answer_format: Any = "boxed",
+    system_prompt: str | None = None,
+) -> str:
+    """Build the prompt text for one problem.
+
+    Args:
+        problem: the query.
+        tokenizer: needed for `chat` and `auto` styles (its chat template).
+        style: "plain", "chat" or "auto".
+        answer_format: "boxed" or "hash".
+        system_prompt: optional system message for chat prompts.
+
+    Returns:
+        The prompt string; the completion follows it directly.
+    """
+    style = resolve_style(style, tokenizer)
+    message = user_message(problem, answer_format)
+    if style == "plain":
+        return message + "\n"
+    if tokenizer is None or not getattr(tokenizer, "chat_template", None):
+        from memrl.errors import UserError
+
+        raise UserError("model.prompt_style=chat needs a tokenizer with a chat template; use model.prompt_style=plain")
+    messages = [{"role": "system", "content": system_prompt}] if system_prompt else []
+    messages.append({"role": "user", "content": message})
+    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
