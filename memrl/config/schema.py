@@ -189,9 +189,6 @@ class EvalAppConfig:
     # names the run directory: outputs/<task_name>/<date_time>
     task_name: str = "eval"
     seed: int = 0
-    # Hydra fills these from the defaults list
-    hydra: Any = None
-    experiment: Optional[Dict[str, Any]] = None
 
 
 def register_configs() -> None:

@@ -1,0 +1,45 @@
+# memrl: `make help` lists the targets.
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.12 || command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+# CPU machines pin torch to the CPU wheel; with a GPU, pip keeps/chooses the CUDA build.
+CONSTRAINTS := $(shell command -v nvidia-smi >/dev/null 2>&1 || echo "-c constraints-cpu.txt")
+TEST_ENV := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 WANDB_MODE=offline TOKENIZERS_PARALLELISM=false
+
+.DEFAULT_GOAL := help
+.PHONY: help install test test-all bench demo tiny clean
+
+help: ## Show this help
+	@grep -E '^[a-zA-Z_-]+:.*?## .*$$' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}'
+
+install: $(STAMP) ## Create .venv and install memrl with every dependency (CPU torch unless a GPU is seen)
+
+$(STAMP): pyproject.toml constraints-cpu.txt
+	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "memrl needs Python >= 3.11, found " + sys.version' 
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q -U pip
+	$(BIN)/pip install $(CONSTRAINTS) -e ".[dev]"
+	touch $(STAMP)
+
+test: install ## Run the test suite: no GPU, no network; builds the tiny model on first use (~2 min)
+	$(TEST_ENV) $(BIN)/pytest -m "not slow and not gpu" -q
+
+test-all: install ## Run every test, slow ones included
+	$(TEST_ENV) $(BIN)/pytest -q
+
+tiny: install ## Build the tiny default model now (cached; `memrl info` shows where)
+	$(BIN)/memrl info --build-tiny
+
+bench: install ## Benchmarks (printed as ratios against a baseline measured in the same run)
+	$(TEST_ENV) $(BIN)/python scripts/bench_grading.py
+	$(TEST_ENV) $(BIN)/python scripts/bench_rollout.py
+
+demo: install ## Evaluate the tiny model on the synthetic test split (greedy + pass@k), then on 20 GSM8K problems
+	$(BIN)/memrl eval
+	$(BIN)/memrl eval data=gsm8k eval.limit=20
+
+clean: ## Remove run outputs and Python caches (keeps .venv and the tiny-model cache)
+	rm -rf outputs multirun .pytest_cache
+	find . -name __pycache__ -type d -prune -not -path './.venv/*' -exec rm -rf {} +

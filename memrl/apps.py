@@ -1,0 +1,102 @@
+"""The `@hydra.main` apps behind the CLI, and the wrapper every stage runs in.
+
+Typer (memrl/cli.py) only rewrites `sys.argv` and calls one of these functions, so Hydra itself
+parses overrides, `-m/--multirun`, `--cfg`, creates the run directory and configures logging.
+`run_stage` writes provenance, records stage status in manifest.json, and turns a `UserError` into a
+one-line message (exit code 2 in a single run; the job is marked failed and the sweep goes on in a
+multirun).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import traceback
+from pathlib import Path
+from typing import Any, Callable
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf
+
+from memrl.config.schema import register_configs
+from memrl.errors import UserError
+from memrl.run_dir import RunDir, original_command
+
+log = logging.getLogger("memrl")
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+CONF_DIR = Path(os.environ.get("MEMRL_CONF_DIR", REPO_ROOT / "conf"))
+
+
+def _data_dir() -> str:
+    from memrl.data.loaders import default_data_dir
+
+    return str(default_data_dir())
+
+
+def _cache_dir() -> str:
+    from memrl.policy.tiny import default_cache_dir
+
+    return str(default_cache_dir())
+
+
+def _register_resolvers() -> None:
+    if not OmegaConf.has_resolver("memrl_data_dir"):
+        OmegaConf.register_new_resolver("memrl_data_dir", _data_dir)
+    if not OmegaConf.has_resolver("memrl_cache_dir"):
+        OmegaConf.register_new_resolver("memrl_cache_dir", _cache_dir)
+
+
+def setup() -> None:
+    """Register the config schemas and resolvers (before any compose)."""
+    register_configs()
+    _register_resolvers()
+
+
+def run_stage(cfg: DictConfig, stage: str, fn: Callable[[DictConfig, RunDir], Any]) -> Any:
+    """Run one stage inside its run directory with provenance, status and clean user errors."""
+    hc = HydraConfig.get()
+    multirun = hc.mode == RunMode.MULTIRUN
+    run_dir = RunDir(Path(hc.runtime.output_dir))
+    run_dir.init_manifest(
+        seed=int(cfg.get("seed", 0)),
+        command=original_command(),
+        overrides=list(hc.overrides.task),
+        mode="multirun" if multirun else "run",
+    )
+    run_dir.write_resolved_config(cfg)
+    run_dir.set_stage(stage, "running")
+    log.info("run directory: %s", run_dir.root)
+    try:
+        result = fn(cfg, run_dir)
+    except UserError as e:
+        run_dir.set_stage(stage, "failed", error=str(e))
+        log.error("%s", e)
+        print(f"error: {e}", file=sys.stderr)
+        if multirun:
+            return None
+        sys.exit(2)
+    except KeyboardInterrupt:
+        run_dir.set_stage(stage, "interrupted")
+        raise
+    except Exception as e:
+        run_dir.set_stage(stage, "failed", error=f"{type(e).__name__}: {e}")
+        log.error("stage %s failed:\n%s", stage, traceback.format_exc())
+        raise
+    run_dir.set_stage(stage, "done")
+    return result
+
+
+setup()
+
+
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="eval")
+def eval_main(cfg: DictConfig) -> Any:
+    """`memrl eval`: returns the sample-weighted greedy accuracy (the sweep metric)."""
+    from memrl.stages import evaluate
+
+    result = run_stage(cfg, "eval", evaluate.run)
+    return None if result is None else result.get("overall", {}).get("greedy_acc")

@@ -1,0 +1,112 @@
+"""`memrl`: the command-line entry point (Typer), a thin shell over the Hydra apps in memrl/apps.py.
+
+Every command takes Hydra overrides (`key=value`) and `-m/--multirun`, which are handed to Hydra
+unchanged, so `memrl eval -m data=gsm8k,math500` is a real Hydra sweep.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from typing import List, Optional
+
+import typer
+
+app = typer.Typer(
+    name="memrl",
+    help="RL fine-tuning of LLMs with memory-based rewards (MemReward, MEDS), config-driven.\n\n"
+    "Each command takes Hydra overrides (key=value) and -m/--multirun for sweeps; "
+    "`memrl <command> --cfg job` prints the composed config.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+# Let Hydra see everything after the command: overrides, -m, --cfg, --info, hydra.* keys.
+HYDRA_CONTEXT = {"allow_extra_args": True, "ignore_unknown_options": True}
+
+OVERRIDES_HELP = "Hydra overrides, e.g. data=gsm8k eval.limit=20 (see conf/)."
+
+
+def _forward_to_hydra(app_name: str, overrides: List[str], multirun: bool) -> None:
+    """Hand the command line to a `@hydra.main` app, as if it had been called directly."""
+    os.environ["MEMRL_COMMAND"] = json.dumps(["memrl", *sys.argv[1:]])
+    # Hydra reads sys.argv itself; this keeps its multirun, run directories and logging.
+    sys.argv = [f"memrl-{app_name}", *(["--multirun"] if multirun else []), *overrides]
+    from memrl import apps
+
+    getattr(apps, f"{app_name}_main")()
+
+
+def _not_built(command: str, issue: str) -> None:
+    typer.echo(f"error: `memrl {command}` is not built yet ({issue}).", err=True)
+    raise typer.Exit(2)
+
+
+@app.command("eval", context_settings=HYDRA_CONTEXT)
+def eval_command(
+    ctx: typer.Context,
+    multirun: bool = typer.Option(False, "-m", "--multirun", help="Run a Hydra sweep over comma-separated values."),
+) -> None:
+    """Evaluate a model: greedy accuracy, pass@k and mean@n on one or more benchmarks.
+
+    Examples: `memrl eval`, `memrl eval data=gsm8k eval.limit=20`,
+    `memrl eval model.name_or_path=outputs/train/<run>`, `memrl eval -m data=synthetic,gsm8k`.
+    Writes eval/results_<ts>.json, eval/samples_<bench>_<ts>.jsonl and a pass@k plot in the run directory.
+    """
+    _forward_to_hydra("eval", list(ctx.args), multirun)
+
+
+@app.command(context_settings=HYDRA_CONTEXT)
+def train(ctx: typer.Context, multirun: bool = typer.Option(False, "-m", "--multirun")) -> None:
+    """RL fine-tuning (GRPO / DAPO, MemReward, MEDS). Not built yet."""
+    _not_built("train", "the GRPO/DAPO trainer issue")
+
+
+@app.command(context_settings=HYDRA_CONTEXT)
+def rollout(ctx: typer.Context, multirun: bool = typer.Option(False, "-m", "--multirun")) -> None:
+    """MemReward warm-up: rollouts of the initial policy into the experience memory. Not built yet."""
+    _not_built("rollout", "the MemReward issue")
+
+
+@app.command(context_settings=HYDRA_CONTEXT)
+def graph(ctx: typer.Context, multirun: bool = typer.Option(False, "-m", "--multirun")) -> None:
+    """MemReward warm-up: embeddings and the query-thinking-answer graph. Not built yet."""
+    _not_built("graph", "the MemReward issue")
+
+
+@app.command(context_settings=HYDRA_CONTEXT)
+def gnn(ctx: typer.Context, multirun: bool = typer.Option(False, "-m", "--multirun")) -> None:
+    """MemReward warm-up: train and select the reward GNN. Not built yet."""
+    _not_built("gnn", "the MemReward issue")
+
+
+@app.command(context_settings=HYDRA_CONTEXT)
+def report(ctx: typer.Context) -> None:
+    """Aggregate finished sweeps into the papers' tables and plots. Not built yet."""
+    _not_built("report", "the reproduction issue")
+
+
+@app.command()
+def info(
+    build_tiny: bool = typer.Option(False, "--build-tiny", help="Build the tiny default model now if absent."),
+    as_json: bool = typer.Option(False, "--json", help="Print machine-readable JSON."),
+) -> None:
+    """Print versions, device, data, cache and output paths."""
+    from memrl.info import collect_info, print_info
+
+    data = collect_info(build_tiny=build_tiny)
+    if as_json:
+        typer.echo(json.dumps(data, indent=2))
+    else:
+        print_info(data)
+
+
+def main(argv: Optional[List[str]] = None) -> None:
+    """Console-script entry point."""
+    app(args=argv)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,116 @@
+"""Rollouts with transformers `generate`: batched, `n` completions per prompt, CPU or GPU.
+
+The engine holds a reference to the live policy module, so a policy update is visible to the next
+`generate` call without copying weights (`sync_weights` is a no-op kept for the engine interface;
+a vLLM engine holds its own copy and must be synced).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Sequence
+
+import torch
+
+from memrl.rollout.records import Rollout, SamplingParams
+
+
+class HFEngine:
+    """transformers `generate` behind the rollout-engine interface.
+
+    Args:
+        model: a causal LM (its device is used for inputs).
+        tokenizer: left-padding tokenizer with a pad token.
+        batch_size: prompts per `generate` call (each expands to `n` sequences).
+    """
+
+    def __init__(self, model: Any, tokenizer: Any, batch_size: int = 64) -> None:
+        if tokenizer.padding_side != "left":
+            raise ValueError("HFEngine needs a left-padding tokenizer (tokenizer.padding_side='left')")
+        self.model = model
+        self.tokenizer = tokenizer
+        self.batch_size = max(1, int(batch_size))
+
+    def sync_weights(self, model: Any) -> None:
+        """Point the engine at `model` (the same module in the colocated CPU setup: nothing to copy)."""
+        self.model = model
+
+    @torch.no_grad()
+    def generate(
+        self,
+        prompts: Sequence[str],
+        params: SamplingParams,
+        progress: Callable[[int], None] | None = None,
+    ) -> list[list[Rollout]]:
+        """Sample `params.n` completions for each prompt.
+
+        Args:
+            prompts: prompt strings.
+            params: sampling parameters.
+            progress: called with the number of prompts finished after each batch.
+
+        Returns:
+            One list of `n` rollouts per prompt, in prompt order.
+        """
+        out: list[list[Rollout]] = []
+        if params.seed is not None:
+            torch.manual_seed(params.seed)
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            for start in range(0, len(prompts), self.batch_size):
+                batch = list(prompts[start : start + self.batch_size])
+                out.extend(self._generate_batch(batch, start, params))
+                if progress is not None:
+                    progress(len(batch))
+        finally:
+            self.model.train(was_training)
+        return out
+
+    def _generate_batch(self, prompts: list[str], offset: int, params: SamplingParams) -> list[list[Rollout]]:
+        tok = self.tokenizer
+        device = next(self.model.parameters()).device
+        enc = tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
+        gen_kwargs: dict[str, Any] = dict(
+            max_new_tokens=params.max_new_tokens,
+            num_return_sequences=params.n,
+            pad_token_id=tok.pad_token_id,
+            eos_token_id=tok.eos_token_id,
+        )
+        if params.greedy:
+            gen_kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+        else:
+            gen_kwargs.update(
+                do_sample=True, temperature=params.temperature, top_p=params.top_p, top_k=params.top_k or None
+            )
+        if params.stop:
+            gen_kwargs.update(stop_strings=list(params.stop), tokenizer=tok)
+        seqs = self.model.generate(**enc, **gen_kwargs)
+        prompt_len = enc["input_ids"].shape[1]
+        completions = seqs[:, prompt_len:].tolist()
+        prompt_ids = [
+            ids[mask.bool()].tolist() for ids, mask in zip(enc["input_ids"], enc["attention_mask"])
+        ]
+        groups: list[list[Rollout]] = []
+        for i, prompt in enumerate(prompts):
+            group = []
+            for j in range(params.n):
+                ids, reason = _trim(completions[i * params.n + j], tok.eos_token_id, tok.pad_token_id, params)
+                text = tok.decode(ids, skip_special_tokens=True)
+                if reason == "length" and any(s in text for s in params.stop):
+                    reason = "stop"
+                group.append(Rollout(offset + i, j, prompt, text, ids, prompt_ids[i], reason))
+            groups.append(group)
+        return groups
+
+
+def _trim(ids: list[int], eos_id: int | None, pad_id: int | None, params: SamplingParams) -> tuple[list[int], str]:
+    """Cut a generated row after its EOS (kept) or before its right padding; say why it ended."""
+    if eos_id is not None and eos_id in ids:
+        return ids[: ids.index(eos_id) + 1], "stop"
+    # a row that ended on a stop string is right-padded with pad tokens up to the batch length
+    end = len(ids)
+    while end > 0 and pad_id is not None and ids[end - 1] == pad_id:
+        end -= 1
+    if end < len(ids):
+        return ids[:end], "stop"
+    return ids, "length" if len(ids) >= params.max_new_tokens else "stop"

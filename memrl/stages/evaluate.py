@@ -1,0 +1,200 @@
+"""`memrl eval`: evaluate a model on one or more benchmarks and write the results into the run directory.
+
+Runbook:
+    memrl eval                                  # tiny model, synthetic test split, greedy + pass@k (n=8)
+    memrl eval data=gsm8k eval.limit=20         # real GSM8K test problems
+    memrl eval model=hf model.name_or_path=DIR data=math_suite eval.n=16 rollout.max_new_tokens=1024
+    memrl eval -m data=synthetic,gsm8k eval.limit=10    # a Hydra sweep: one job per benchmark
+
+Writes `eval/results_<ts>.json` (per-benchmark and sample-weighted metrics, model, settings),
+`eval/samples_<bench>_<ts>.jsonl` (one record per completion) and `eval/pass_at_k_<ts>.png`.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from memrl.errors import NotBuiltError, UserError
+from memrl.run_dir import RunDir
+
+log = logging.getLogger(__name__)
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch RNGs."""
+    import numpy as np
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def build_engine(rollout_cfg: Any, model: Any, tokenizer: Any) -> Any:
+    """The rollout engine named by `rollout.engine`."""
+    engine = str(rollout_cfg.engine)
+    if engine == "hf":
+        from memrl.rollout.hf_engine import HFEngine
+
+        return HFEngine(model, tokenizer, batch_size=int(rollout_cfg.batch_size))
+    if engine == "vllm":
+        raise NotBuiltError("rollout.engine=vllm is not built yet (the vLLM rollout engine issue); use rollout=hf")
+    raise UserError(f"unknown rollout.engine={engine}; valid: hf")
+
+
+def settings_from_config(cfg: DictConfig, prompt_style: str) -> "EvalSettings":
+    from memrl.eval.passk import default_ks, validate_ks
+    from memrl.eval.runner import EvalSettings
+
+    n = int(cfg.eval.n)
+    if n < 0:
+        raise UserError(f"eval.n must be >= 0, got {n}")
+    if not cfg.eval.greedy and n == 0:
+        raise UserError("nothing to evaluate: eval.greedy=false and eval.n=0")
+    ks = validate_ks(cfg.eval.ks, n) if (cfg.eval.ks and n > 0) else default_ks(n)
+    return EvalSettings(
+        greedy=bool(cfg.eval.greedy),
+        n=n,
+        ks=tuple(ks),
+        temperature=float(cfg.eval.temperature),
+        top_p=float(cfg.eval.top_p),
+        max_new_tokens=int(cfg.eval.max_new_tokens or cfg.rollout.max_new_tokens),
+        stop=tuple(cfg.rollout.stop),
+        prompt_style=prompt_style,
+        answer_format=str(getattr(cfg.data.answer_format, "value", cfg.data.answer_format)),
+        system_prompt=cfg.model.system_prompt,
+        seed=int(cfg.seed),
+    )
+
+
+def run(cfg: DictConfig, run_dir: RunDir) -> dict[str, Any]:
+    """Evaluate `cfg.model` on `cfg.data.eval_sets`; returns the results dict written to results_<ts>.json."""
+    from memrl.data.loaders import load_eval_sets
+    from memrl.data.templates import resolve_style
+    from memrl.eval.runner import evaluate_problems, weighted_average
+    from memrl.grading import Grader
+    from memrl.policy.load import load_policy
+
+    seed_everything(int(cfg.seed))
+    if not cfg.data.eval_sets:
+        raise UserError("data.eval_sets is empty: choose a benchmark, e.g. data=gsm8k")
+    t0 = time.time()
+    sets = load_eval_sets(
+        cfg.data.eval_sets, Path(cfg.paths.data_dir), cfg.data.synthetic, limit=cfg.eval.limit
+    )
+    model, tokenizer, model_path = load_policy(cfg.model, cfg.paths.cache_dir)
+    style = resolve_style(cfg.model.prompt_style, tokenizer)
+    settings = settings_from_config(cfg, style)
+    engine = build_engine(cfg.rollout, model, tokenizer)
+    ts = time.strftime("%Y%m%d-%H%M%S")
+    eval_dir = run_dir.path("eval")
+    per_bench: dict[str, dict[str, Any]] = {}
+    passes = int(settings.greedy) + int(settings.n > 0)
+    total = sum(len(p) for p in sets.values()) * passes
+
+    with _progress(total) as advance, Grader(
+        num_workers=int(cfg.grading.num_workers),
+        timeout_s=float(cfg.grading.timeout_s),
+        answer_formats=[getattr(f, "value", f) for f in cfg.grading.answer_formats],
+    ) as grader:
+        for name, problems in sets.items():
+            tb = time.time()
+            metrics, samples = evaluate_problems(engine, tokenizer, problems, settings, grader, advance)
+            metrics["seconds"] = round(time.time() - tb, 2)
+            per_bench[name] = metrics
+            from memrl.utils.io import atomic_write_jsonl
+
+            atomic_write_jsonl(eval_dir / f"samples_{name}_{ts}.jsonl", samples)
+            log.info("%s: %s", name, _summary(metrics))
+
+    results = {
+        "model": model_path,
+        "timestamp": ts,
+        "settings": settings.__dict__,
+        "benchmarks": per_bench,
+        "overall": weighted_average(per_bench),
+        "seconds": round(time.time() - t0, 2),
+        "config": OmegaConf.to_container(cfg, resolve=True, enum_to_str=True),
+    }
+    from memrl.utils.io import atomic_write_json
+
+    atomic_write_json(eval_dir / f"results_{ts}.json", results)
+    if cfg.eval.plot and settings.n > 0:
+        from memrl.eval.plots import plot_pass_at_k
+
+        curves = dict(per_bench)
+        if len(per_bench) > 1:
+            curves["overall (weighted)"] = results["overall"]
+        plot_pass_at_k(curves, eval_dir / f"pass_at_k_{ts}.png", title=f"pass@k: {Path(model_path).name}")
+    _print_table(results, settings)
+    log.info("results: %s", eval_dir / f"results_{ts}.json")
+    return results
+
+
+def _summary(m: dict[str, Any]) -> str:
+    parts = []
+    if "greedy_acc" in m:
+        parts.append(f"greedy {100 * m['greedy_acc']:.1f}%")
+    for k, v in (m.get("pass@k") or {}).items():
+        parts.append(f"pass@{k} {100 * v:.1f}%")
+    return ", ".join(parts)
+
+
+class _progress:
+    """A rich progress bar with ETA over problems x passes; yields an `advance(n)` callback."""
+
+    def __init__(self, total: int) -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+        self.total = total
+        self.bar = Progress(
+            TextColumn("eval"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("ETA"),
+            TimeRemainingColumn(), transient=False,
+        )
+
+    def __enter__(self):
+        self.bar.__enter__()
+        task = self.bar.add_task("eval", total=self.total)
+        return lambda n: self.bar.advance(task, n)
+
+    def __exit__(self, *exc: Any) -> None:
+        self.bar.__exit__(*exc)
+
+
+def _print_table(results: dict[str, Any], settings: Any) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    n = settings.n
+    ks = list(settings.ks) if n > 0 else []
+    table = Table(title=f"memrl eval: {results['model']}")
+    table.add_column("benchmark")
+    table.add_column("problems", justify="right")
+    if settings.greedy:
+        table.add_column("greedy", justify="right")
+    if n > 0:
+        table.add_column(f"mean@{n}", justify="right")
+        for k in ks:
+            table.add_column(f"pass@{k}", justify="right")
+    rows = list(results["benchmarks"].items())
+    if len(rows) > 1:
+        rows.append(("overall (sample-weighted)", results["overall"]))
+    for name, m in rows:
+        cells = [name, str(m["n_problems"])]
+        if settings.greedy:
+            cells.append(_pct(m.get("greedy_acc")))
+        if n > 0:
+            cells.append(_pct(m.get(f"mean@{n}")))
+            cells += [_pct((m.get("pass@k") or {}).get(k)) for k in ks]
+        table.add_row(*cells)
+    Console().print(table)
+
+
+def _pct(x: float | None) -> str:
+    return "-" if x is None else f"{100 * x:.1f}"

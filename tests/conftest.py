@@ -1,0 +1,45 @@
+"""Shared fixtures. Tests never touch the network: the hub is offline and wandb is offline."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir() -> Path:
+    """The tiny default model, built once (about two minutes) and cached under MEMRL_CACHE."""
+    from memrl.policy.tiny import ensure_tiny_model
+
+    return ensure_tiny_model(progress=False)
+
+
+@pytest.fixture
+def compose_eval(tmp_path):
+    """Compose the `eval` app config with the Compose API (tests only), writing under tmp_path."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from memrl.apps import CONF_DIR, setup
+
+    setup()
+
+    def _compose(*overrides: str, config_name: str = "eval"):
+        GlobalHydra.instance().clear()
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            return compose(
+                config_name=config_name,
+                overrides=[f"paths.output_root={tmp_path}", *overrides],
+                return_hydra_config=True,
+            )
+
+    yield _compose
+    GlobalHydra.instance().clear()
