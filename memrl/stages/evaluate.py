@@ -132,6 +132,11 @@ def run(cfg: DictConfig, run_dir: RunDir) -> dict[str, Any]:
         if len(per_bench) > 1:
             curves["overall (weighted)"] = results["overall"]
         plot_pass_at_k(curves, eval_dir / f"pass_at_k_{ts}.png", title=f"pass@k: {Path(model_path).name}")
+    from memrl.tracking import build_tracker, flatten_eval_metrics
+
+    tracker = build_tracker(cfg.logger, str(run_dir.root), results["config"], name=f"eval-{ts}")
+    tracker.log(flatten_eval_metrics(results))
+    tracker.finish()
     _print_table(results, settings)
     log.info("results: %s", eval_dir / f"results_{ts}.json")
     return results

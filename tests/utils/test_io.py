@@ -1,0 +1,32 @@
+"""Atomic writes leave the old file or the new one, never a torn one."""
+
+import json
+
+import pytest
+
+from memrl.utils.io import atomic_open, atomic_write_json, atomic_write_jsonl, atomic_write_text
+
+
+def test_atomic_write_replaces_content(tmp_path):
+    p = tmp_path / "a" / "f.json"
+    atomic_write_json(p, {"x": 1})
+    atomic_write_json(p, {"x": 2})
+    assert json.loads(p.read_text()) == {"x": 2}
+    assert [q.name for q in p.parent.iterdir()] == ["f.json"]  # no temp file left
+
+
+def test_failed_write_keeps_old_file_and_leaves_no_temp(tmp_path):
+    p = tmp_path / "f.txt"
+    atomic_write_text(p, "old")
+    with pytest.raises(RuntimeError):
+        with atomic_open(p) as f:
+            f.write("half of the new")
+            raise RuntimeError("killed mid-write")
+    assert p.read_text() == "old"
+    assert [q.name for q in tmp_path.iterdir()] == ["f.txt"]
+
+
+def test_jsonl_rows(tmp_path):
+    p = tmp_path / "s.jsonl"
+    atomic_write_jsonl(p, [{"a": 1}, {"b": [1, 2]}])
+    assert [json.loads(line) for line in p.read_text().splitlines()] == [{"a": 1}, {"b": [1, 2]}]
