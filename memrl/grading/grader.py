@@ -1,0 +1,389 @@
+"""Grade completions against gold answers, in parallel and under a hard time limit per answer.
+
+Extraction and the exact numeric comparison run in the calling process: a batch of plain numbers
+never starts a worker. Only answers that need math-verify go to worker processes. math-verify
+limits itself with SIGALRM, which works only in a main thread, and some LaTeX can hang sympy in C
+code that no signal interrupts; so the parent also holds a wall-clock deadline per answer and kills
+the worker that passes it, marks that answer "timeout" and starts a fresh worker for the rest.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import multiprocessing
+import pickle
+import threading
+import time
+import weakref
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from multiprocessing.connection import wait
+from typing import Any, Self
+
+from memrl.data.problem import DOMAINS
+from memrl.errors import NotBuiltError, UserError
+from memrl.grading.choice import _letter, choice_equal, extract_choice
+from memrl.grading.extract import _format_names, extract_answer, last_boxed
+from memrl.grading.math import fast_math_equal, judge_math
+
+STATUSES = ("ok", "no_answer", "timeout", "error")
+# Seconds past `timeout_s` before the parent kills a worker: math-verify's own alarm rounds to
+# whole seconds, and the answer must still travel back.
+HARD_MARGIN_S = 2.0
+# A fresh worker imports sympy and math-verify; on a loaded machine that can take a while.
+STARTUP_LIMIT_S = 120.0
+_LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+
+
+@dataclass
+class GradeResult:
+    """The verdict on one completion.
+
+    Attributes:
+        correct: whether the extracted answer equals the gold one.
+        extracted: the answer found in the completion (None when nothing was found).
+        status: "ok"; "no_answer" (nothing extracted); "timeout" (the time limit was hit);
+            "error" (the grader failed on this answer). Only "ok" can be correct.
+    """
+
+    correct: bool
+    extracted: str | None
+    status: str
+
+
+@dataclass
+class GradeItem:
+    """One completion to grade: its domain ("math", "choice", "code"), text, gold answer and metadata.
+
+    For "choice", `metadata` may hold "letters" (e.g. "ABCD") or "choices"/"options" (a list whose
+    length gives the letters); otherwise the letters are A-E, widened to reach the gold letter.
+    """
+
+    domain: str
+    response: str
+    gold: str | None
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+def _worker_main(conn: Any, fn: Callable[[str, str, float], tuple[bool, str]]) -> None:
+    """A worker process: import math-verify, say "ready", then judge tasks until told to stop."""
+    import signal
+
+    # Ctrl-C is the parent's to handle; it stops the workers itself
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        # warm up here, so that the first task does not pay sympy's import inside its time limit
+        import math_verify  # noqa: F401
+        from math_verify.errors import TimeoutException
+    except Exception as e:  # noqa: BLE001  # pragma: no cover - a broken install, reported to the parent
+        conn.send(("failed", f"{type(e).__name__}: {e}"))
+        return
+    conn.send(("ready",))
+    while True:
+        try:
+            msg = conn.recv()
+        except (EOFError, OSError):
+            return  # the parent is gone
+        if msg is None:
+            return
+        index, pred, gold, timeout_s = msg
+        try:
+            correct, status = fn(pred, gold, timeout_s)
+            correct = bool(correct) and status == "ok"
+        except TimeoutException:
+            correct, status = False, "timeout"
+        except Exception:  # noqa: BLE001 - one bad answer must not end the worker
+            correct, status = False, "error"
+        try:
+            conn.send(("result", index, correct, status))
+        except (EOFError, OSError):
+            return
+
+
+class _Worker:
+    """One worker process, its pipe, and the task it holds (index, answer, deadline) if any."""
+
+    def __init__(self, ctx: Any, fn: Callable) -> None:
+        parent_end, child_end = ctx.Pipe(duplex=True)
+        self.proc = ctx.Process(target=_worker_main, args=(child_end, fn), daemon=True, name="memrl-grader")
+        try:
+            self.proc.start()
+        finally:
+            # the child holds its own copy: closing ours lets it see EOF if the parent dies
+            child_end.close()
+        self.conn = parent_end
+        self.ready = False
+        self.ready_by = time.monotonic() + STARTUP_LIMIT_S
+        self.task: tuple[int, str, float] | None = None
+
+    def kill(self) -> None:
+        """Kill the process now and reap it."""
+        with contextlib.suppress(OSError, ValueError):  # already gone or closed
+            self.proc.kill()
+            self.proc.join(timeout=5)
+        self.conn.close()
+
+    def stop(self) -> None:
+        """Ask the process to exit; kill it if it has not within a second."""
+        with contextlib.suppress(OSError, ValueError):  # a dead worker cannot read the request
+            self.conn.send(None)
+            self.proc.join(timeout=1)
+        if self.proc.is_alive():
+            self.kill()
+        else:
+            self.conn.close()
+
+
+def _stop_all(workers: list[_Worker]) -> None:
+    """Stop every worker and empty the list (also run at garbage collection and exit)."""
+    while workers:
+        workers.pop().stop()
+
+
+class Grader:
+    """Grades completions of the "math" and "choice" domains; "code" is not built yet.
+
+    Args:
+        num_workers: worker processes for the answers that need math-verify; 0 grades in the
+            calling process, where the time limit holds only in the main thread (math-verify's
+            SIGALRM) and nothing can stop a hang in C code.
+        timeout_s: time limit per answer, in seconds. With workers it is hard: an answer still
+            running `timeout_s` + 2 s after it was handed out is marked "timeout" and its worker killed.
+        answer_formats: where to look for a math answer, in order ("boxed", "hash"; str-Enum
+            members are accepted).
+
+    The workers use the "spawn" start method (safe next to torch and CUDA), start on the first
+    answer that needs them and live until `close()`: use the Grader as a context manager.
+    """
+
+    def __init__(
+        self,
+        num_workers: int = 2,
+        timeout_s: float = 5.0,
+        answer_formats: Sequence = ("boxed", "hash"),
+        _worker_fn: Callable[[str, str, float], tuple[bool, str]] | None = None,
+    ) -> None:
+        if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 0:
+            raise UserError(f"grading.num_workers must be an integer >= 0, got {num_workers!r}")
+        if (
+            isinstance(timeout_s, bool)
+            or not isinstance(timeout_s, (int, float))
+            or not math.isfinite(timeout_s)
+            or timeout_s <= 0
+        ):
+            raise UserError(f"grading.timeout_s must be a positive number of seconds, got {timeout_s!r}")
+        try:
+            self.answer_formats = tuple(_format_names(answer_formats))
+        except (ValueError, TypeError) as e:
+            raise UserError(f"grading.answer_formats: {e}") from e
+        if not self.answer_formats:
+            raise UserError("grading.answer_formats is empty: use e.g. [boxed, hash]")
+        fn = judge_math if _worker_fn is None else _worker_fn
+        if not callable(fn):
+            raise TypeError(f"_worker_fn must be callable, got {fn!r}")
+        if num_workers > 0:
+            try:
+                pickle.dumps(fn)
+            except (pickle.PicklingError, AttributeError, TypeError) as e:
+                raise ValueError(f"_worker_fn must be a module-level function (workers import it): {e}") from e
+        self.num_workers = num_workers
+        self.timeout_s = float(timeout_s)
+        self._fn = fn
+        self._ctx = multiprocessing.get_context("spawn")
+        self._workers: list[_Worker] = []
+        self._lock = threading.Lock()
+        self._starts = 0
+        self._finalizer = weakref.finalize(self, _stop_all, self._workers)
+
+    @property
+    def worker_starts(self) -> int:
+        """How many worker processes this Grader has started so far (restarts after a kill count)."""
+        return self._starts
+
+    def grade(self, domain: str, response: str, gold: str | None, metadata: dict | None = None) -> GradeResult:
+        """Grade one completion; see `grade_batch`."""
+        return self.grade_batch([GradeItem(domain, response, gold, metadata or {})])[0]
+
+    def grade_batch(self, items: Sequence[GradeItem]) -> list[GradeResult]:
+        """Grade `items`; the results are in the same order.
+
+        Raises:
+            UserError: an unknown domain, or a math/choice item without a gold answer.
+            NotBuiltError: a "code" item.
+            RuntimeError: worker processes could not start.
+        """
+        items = list(items)
+        prepared = [self._prepare(item) for item in items]
+        results: list[GradeResult | None] = [None] * len(items)
+        jobs = []
+        for i, p in enumerate(prepared):
+            if isinstance(p, GradeResult):
+                results[i] = p
+            else:
+                jobs.append((i, *p))
+        if jobs:
+            with self._lock:
+                if self.num_workers == 0:
+                    for i, pred, gold in jobs:
+                        results[i] = self._judge_here(pred, gold)
+                else:
+                    try:
+                        self._run_pool(jobs, results)
+                    except BaseException:
+                        # Ctrl-C or a failed start: workers may still hold this batch's tasks
+                        _stop_all(self._workers)
+                        raise
+        return results  # type: ignore[return-value]
+
+    def close(self) -> None:
+        """Stop the worker processes; a later grade starts new ones."""
+        with self._lock:
+            _stop_all(self._workers)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- in the calling process -------------------------------------------------------------------
+
+    def _prepare(self, item: GradeItem) -> GradeResult | tuple[str, str]:
+        """The result when it is cheap to reach here, else (answer, gold) for math-verify."""
+        domain = getattr(item.domain, "value", item.domain)
+        if domain not in DOMAINS:
+            raise UserError(f"unknown grading domain {domain!r}: expected one of {', '.join(DOMAINS)}")
+        if domain == "code":
+            raise NotBuiltError("code grading is not built yet: it arrives with the sandboxed execution grader")
+        gold = item.gold
+        if gold is None:
+            raise UserError(f"a {domain} item has no gold answer: every math and choice problem needs one")
+        if isinstance(gold, (int, float)) and not isinstance(gold, bool):
+            gold = str(gold)  # a loader that kept 18 as a number
+        if not isinstance(gold, str):
+            raise UserError(f"a gold answer must be a string, got {type(gold).__name__}: {gold!r}")
+        response = item.response
+        if response is None:
+            response = ""
+        if not isinstance(response, str):
+            raise UserError(f"a response must be a string, got {type(response).__name__}")
+        if domain == "choice":
+            return self._prepare_choice(response, gold, item.metadata or {})
+        pred = extract_answer(response, self.answer_formats)
+        if pred is None:
+            return GradeResult(False, None, "no_answer")
+        # a gold that is a whole solution carries its answer in a box
+        gold = last_boxed(gold) or gold.strip()
+        fast = fast_math_equal(pred, gold)
+        if fast is not None:
+            return GradeResult(fast, pred, "ok")
+        return pred, gold
+
+    @staticmethod
+    def _prepare_choice(response: str, gold: str, metadata: dict) -> GradeResult:
+        """Grade a multiple-choice completion (always cheap)."""
+        gold_letter = _letter(gold)
+        if gold_letter is None:
+            raise UserError(f"a choice gold answer must be one letter such as 'B', got {gold!r}")
+        letters = metadata.get("letters")
+        if not isinstance(letters, str) or not letters:
+            options = metadata.get("choices", metadata.get("options"))
+            if isinstance(options, (list, tuple)) and 0 < len(options) <= len(_LETTERS):
+                letters = _LETTERS[: len(options)]
+            else:
+                letters = _LETTERS[: max(5, _LETTERS.index(gold_letter) + 1)]
+        try:
+            pred = extract_choice(response, letters)
+        except ValueError as e:
+            raise UserError(f"choice metadata 'letters': {e}") from e
+        if pred is None:
+            return GradeResult(False, None, "no_answer")
+        return GradeResult(choice_equal(pred, gold_letter), pred, "ok")
+
+    def _judge_here(self, pred: str, gold: str) -> GradeResult:
+        """Judge in this process (num_workers=0)."""
+        try:
+            correct, status = self._fn(pred, gold, self.timeout_s)
+        except Exception:  # noqa: BLE001 - as in a worker: one bad answer is an "error", not a crash
+            return GradeResult(False, pred, "error")
+        return GradeResult(bool(correct) and status == "ok", pred, status)
+
+    # -- worker processes ----------------------------------------------------------------------
+
+    def _start_worker(self) -> None:
+        try:
+            self._workers.append(_Worker(self._ctx, self._fn))
+        except Exception as e:
+            raise RuntimeError(f"could not start a grading worker process: {e}") from e
+        self._starts += 1
+
+    def _startup_failed(self, why: str) -> RuntimeError:
+        _stop_all(self._workers)
+        return RuntimeError(
+            f"a grading worker process {why}. If a script of yours creates the Grader, guard its entry "
+            "point with `if __name__ == '__main__':` (workers start with 'spawn'); or set grading.num_workers=0"
+        )
+
+    def _run_pool(self, jobs: list[tuple[int, str, str]], results: list[GradeResult | None]) -> None:
+        """Judge `jobs` (index, answer, gold) in the workers; fill `results` at those indices."""
+        pending = deque(jobs)
+        hard_limit = self.timeout_s + HARD_MARGIN_S
+        workers = self._workers
+        while True:
+            busy = sum(w.task is not None for w in workers)
+            if not pending and busy == 0:
+                return
+            # start (or restart) only as many workers as there is work for
+            while len(workers) < min(self.num_workers, len(pending) + busy):
+                self._start_worker()
+            now = time.monotonic()
+            for w in workers:
+                if w.ready and w.task is None and pending:
+                    index, pred, gold = pending.popleft()
+                    try:
+                        w.conn.send((index, pred, gold, self.timeout_s))
+                    except (EOFError, OSError):
+                        pending.appendleft((index, pred, gold))  # found dead below, then replaced
+                        continue
+                    w.task = (index, pred, now + hard_limit)
+            deadlines = [w.task[2] if w.task is not None else w.ready_by for w in workers if w.task or not w.ready]
+            waitables = [o for w in workers for o in (w.conn, w.proc.sentinel)]
+            wait(waitables, timeout=max(0.0, min(deadlines, default=now + 1.0) - time.monotonic()))
+            now = time.monotonic()
+            for w in list(workers):
+                dead = False
+                try:
+                    while w.conn.poll():
+                        msg = w.conn.recv()
+                        if msg[0] == "ready":
+                            w.ready = True
+                        elif msg[0] == "result":
+                            _, _, correct, status = msg
+                            results[w.task[0]] = GradeResult(correct, w.task[1], status)
+                            w.task = None
+                        elif msg[0] == "failed":
+                            raise self._startup_failed(f"could not import math-verify ({msg[1]})")
+                except (EOFError, OSError):
+                    dead = True
+                if not dead and not w.proc.is_alive():
+                    dead = True
+                if dead:
+                    if not w.ready:
+                        w.proc.join(timeout=1)
+                        code = w.proc.exitcode
+                        w.kill()
+                        workers.remove(w)
+                        raise self._startup_failed(f"died while starting (exit code {code})")
+                    if w.task is not None:
+                        results[w.task[0]] = GradeResult(False, w.task[1], "error")
+                    w.kill()
+                    workers.remove(w)
+                elif w.task is not None and now >= w.task[2]:
+                    # stuck past the hard limit: only a kill stops C code that ignores signals
+                    results[w.task[0]] = GradeResult(False, w.task[1], "timeout")
+                    w.kill()
+                    workers.remove(w)
+                elif not w.ready and now >= w.ready_by:
+                    raise self._startup_failed(f"did not start within {STARTUP_LIMIT_S:.0f} s")
