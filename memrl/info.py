@@ -12,10 +12,10 @@ from memrl.run_dir import device_info, git_state, package_versions
 def collect_info(build_tiny: bool = False) -> dict[str, Any]:
     """Everything `memrl info` prints, as a dict."""
     from memrl.data.loaders import BUNDLED, default_data_dir
-    from memrl.policy.tiny import default_cache_dir, ensure_tiny_model, tiny_model_dir
+    from memrl.policy.tiny import TINY_NAME, default_cache_dir, ensure_tiny_model
 
     cache = default_cache_dir()
-    tiny = ensure_tiny_model(cache) if build_tiny else tiny_model_dir(cache)
+    tiny = ensure_tiny_model(cache) if build_tiny else cache / TINY_NAME
     data_dir = default_data_dir()
     return {
         "packages": package_versions(),

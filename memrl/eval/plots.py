@@ -28,6 +28,10 @@ def plot_pass_at_k(results: Mapping[str, Mapping[str, Any]], path: str | Path, t
         ks = sorted(int(k) for k in curve)
         ax.plot(ks, [100 * curve[k] if k in curve else 100 * curve[str(k)] for k in ks], marker="o", label=name)
     ax.set_xscale("log", base=2)
+    all_ks = sorted({int(k) for res in results.values() for k in (res.get("pass@k") or {})})
+    if all_ks:
+        ax.set_xticks(all_ks, [str(k) for k in all_ks])
+        ax.minorticks_off()
     ax.set_xlabel("k (samples)")
     ax.set_ylabel("pass@k (%)")
     ax.set_ylim(0, 100)

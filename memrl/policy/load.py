@@ -99,7 +99,10 @@ def load_policy(model_cfg: Any, cache_dir: str | os.PathLike | None = None) -> t
         (model in eval mode on its device, tokenizer, the resolved path or hub id)
     """
     from transformers import AutoModelForCausalLM
+    from transformers.utils import logging as hf_logging
 
+    # our own progress bar and log line say what is loading; transformers' per-weight bar is noise
+    hf_logging.disable_progress_bar()
     path = resolve_model_path(str(model_cfg.name_or_path), cache_dir)
     device = pick_device(str(model_cfg.device))
     dtype = pick_dtype(str(model_cfg.dtype), device)
