@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-from typing import List, Optional
 
 import typer
 
@@ -29,7 +28,7 @@ HYDRA_CONTEXT = {"allow_extra_args": True, "ignore_unknown_options": True}
 OVERRIDES_HELP = "Hydra overrides, e.g. data=gsm8k eval.limit=20 (see conf/)."
 
 
-def _forward_to_hydra(app_name: str, overrides: List[str], multirun: bool) -> None:
+def _forward_to_hydra(app_name: str, overrides: list[str], multirun: bool) -> None:
     """Hand the command line to a `@hydra.main` app, as if it had been called directly."""
     os.environ["MEMRL_COMMAND"] = json.dumps(["memrl", *sys.argv[1:]])
     # Hydra reads sys.argv itself; this keeps its multirun, run directories and logging.
@@ -103,7 +102,7 @@ def info(
         print_info(data)
 
 
-def main(argv: Optional[List[str]] = None) -> None:
+def main(argv: list[str] | None = None) -> None:
     """Console-script entry point."""
     app(args=argv)
 

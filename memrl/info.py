@@ -12,10 +12,10 @@ from memrl.run_dir import device_info, git_state, package_versions
 def collect_info(build_tiny: bool = False) -> dict[str, Any]:
     """Everything `memrl info` prints, as a dict."""
     from memrl.data.loaders import BUNDLED, default_data_dir
-    from memrl.policy.tiny import TINY_NAME, default_cache_dir, ensure_tiny_model
+    from memrl.policy.tiny import default_cache_dir, ensure_tiny_model, tiny_model_dir
 
     cache = default_cache_dir()
-    tiny = ensure_tiny_model(cache) if build_tiny else cache / TINY_NAME
+    tiny = ensure_tiny_model(cache) if build_tiny else tiny_model_dir(cache)
     data_dir = default_data_dir()
     return {
         "packages": package_versions(),
@@ -48,7 +48,10 @@ def print_info(data: dict[str, Any]) -> None:
     t.add_row("git", f"{git['commit'] or 'not a git checkout'}{' (dirty)' if git.get('dirty') else ''}")
     dev = data["device"]
     gpus = ", ".join(dev.get("gpus", [])) or "none"
-    t.add_row("device", f"cuda={dev['cuda_available']} gpus={gpus} cpus={dev['cpu_count']} torch_threads={dev['torch_threads']}")
+    t.add_row(
+        "device",
+        f"cuda={dev['cuda_available']} gpus={gpus} cpus={dev['cpu_count']} torch_threads={dev['torch_threads']}",
+    )
     for k, v in data["paths"].items():
         t.add_row(k, ", ".join(v) if isinstance(v, list) else str(v))
     for k, v in data["env"].items():

@@ -21,8 +21,19 @@ from memrl.utils.io import atomic_write_json, atomic_write_text
 
 # Packages whose versions decide what a run computes.
 TRACKED_PACKAGES = (
-    "memrl", "torch", "transformers", "tokenizers", "vllm", "torch_geometric", "hdbscan",
-    "sentence-transformers", "math-verify", "hydra-core", "omegaconf", "numpy", "wandb",
+    "memrl",
+    "torch",
+    "transformers",
+    "tokenizers",
+    "vllm",
+    "torch_geometric",
+    "hdbscan",
+    "sentence-transformers",
+    "math-verify",
+    "hydra-core",
+    "omegaconf",
+    "numpy",
+    "wandb",
 )
 
 
@@ -40,6 +51,7 @@ def package_versions(names: tuple[str, ...] = TRACKED_PACKAGES) -> dict[str, str
 def git_state(path: str | os.PathLike | None = None) -> dict[str, Any]:
     """Commit hash and dirty flag of the git checkout that holds memrl's source (None outside git)."""
     path = Path(path) if path else Path(__file__).resolve().parent
+
     def git(*args: str) -> str | None:
         try:
             out = subprocess.run(["git", "-C", str(path), *args], capture_output=True, text=True, timeout=10)

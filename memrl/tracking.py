@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from memrl.errors import UserError
 
@@ -28,14 +29,17 @@ class NoTracker:
 class WandbTracker:
     """Weights & Biases run stored under `<run_dir>/wandb` (offline by default: sync later with `wandb sync`)."""
 
-    def __init__(self, run_dir: str, project: str, mode: str, config: dict[str, Any], name: str, tags: list[str]) -> None:
+    def __init__(
+        self, run_dir: str, project: str, mode: str, config: dict[str, Any], name: str, tags: list[str]
+    ) -> None:
         import wandb
 
         if mode not in ("offline", "online", "disabled"):
             raise UserError(f"unknown logger.mode={mode}; valid: offline, online, disabled")
         os.makedirs(os.path.join(run_dir, "wandb"), exist_ok=True)
-        self.run = wandb.init(project=project, mode=mode, dir=run_dir, config=config, name=name, tags=tags,
-                              reinit="finish_previous")
+        self.run = wandb.init(
+            project=project, mode=mode, dir=run_dir, config=config, name=name, tags=tags, reinit="finish_previous"
+        )
 
     def log(self, metrics: Mapping[str, float], step: int | None = None) -> None:
         self.run.log(dict(metrics), step=step)

@@ -18,8 +18,12 @@ def make_items(count: int, symbolic_fraction: float, seed: int = 0) -> list[tupl
     """(completion, gold) pairs: numeric ones, and symbolic ones that need math-verify."""
     rng = random.Random(seed)
     symbolic = [
-        ("\\frac{\\sqrt{2}}{2}", "\\sqrt{2}/2"), ("2\\pi", "2 \\pi"), ("(1, 2)", "(1,2)"),
-        ("\\frac{3}{4}", "0.75"), ("x^2+2x+1", "(x+1)^2"), ("\\sqrt{8}", "2\\sqrt{2}"),
+        ("\\frac{\\sqrt{2}}{2}", "\\sqrt{2}/2"),
+        ("2\\pi", "2 \\pi"),
+        ("(1, 2)", "(1,2)"),
+        ("\\frac{3}{4}", "0.75"),
+        ("x^2+2x+1", "(x+1)^2"),
+        ("\\sqrt{8}", "2\\sqrt{2}"),
     ]
     items = []
     for _ in range(count):

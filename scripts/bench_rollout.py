@@ -35,8 +35,10 @@ def main() -> None:
     model, tok, path = load_policy(ModelConfig(name_or_path=args.model))
     prompts = [format_prompt(p, tok) for p in load_split("test", SyntheticConfig())[: args.prompts]]
     device = next(model.parameters()).device
-    print(f"model {path} on {device}, torch threads {torch.get_num_threads()}, {len(prompts)} prompts, "
-          f"max_new_tokens {args.max_new_tokens}")
+    print(
+        f"model {path} on {device}, torch threads {torch.get_num_threads()}, {len(prompts)} prompts, "
+        f"max_new_tokens {args.max_new_tokens}"
+    )
     print(f"{'n':>4} {'batched tok/s':>14} {'per-prompt tok/s':>17} {'ratio':>7}")
     for n in args.n:
         params = SamplingParams(n=n, temperature=1.0, max_new_tokens=args.max_new_tokens, seed=0)

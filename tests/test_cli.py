@@ -78,8 +78,14 @@ def test_eval_writes_results_samples_plot_and_manifest(tmp_path, tiny_model_dir)
 
 def test_multirun_creates_one_job_dir_per_value(tmp_path, tiny_model_dir):
     out = memrl(
-        "eval", "-m", f"paths.output_root={tmp_path}/out", "eval.limit=3", "eval.n=2", "grading.num_workers=0",
-        "data=synthetic,gsm8k", cwd=tmp_path,
+        "eval",
+        "-m",
+        f"paths.output_root={tmp_path}/out",
+        "eval.limit=3",
+        "eval.n=2",
+        "grading.num_workers=0",
+        "data=synthetic,gsm8k",
+        cwd=tmp_path,
     )
     assert out.returncode == 0, out.stderr[-3000:]
     sweep = only(list((tmp_path / "out" / "eval" / "multiruns").iterdir()))
@@ -101,8 +107,13 @@ def test_missing_model_is_one_clear_line(tmp_path):
 
 
 def test_hub_model_offline_says_how_to_get_it(tmp_path):
-    out = memrl("eval", f"paths.output_root={tmp_path}/out", "model=hf", "model.name_or_path=Qwen/Qwen2.5-0.5B-Instruct",
-                cwd=tmp_path)
+    out = memrl(
+        "eval",
+        f"paths.output_root={tmp_path}/out",
+        "model=hf",
+        "model.name_or_path=Qwen/Qwen2.5-0.5B-Instruct",
+        cwd=tmp_path,
+    )
     assert out.returncode == 2
     assert "not found" in out.stderr and "model.name_or_path=DIR" in out.stderr
     assert "Traceback" not in out.stderr

@@ -12,12 +12,18 @@ from memrl.tracking import NoTracker, build_tracker, flatten_eval_metrics
 
 def test_flatten_eval_metrics():
     results = {
-        "benchmarks": {"gsm8k": {"n_problems": 4, "greedy_acc": 0.25, "pass@k": {1: 0.5, 2: 0.75}, "correct_counts": [1]}},
+        "benchmarks": {
+            "gsm8k": {"n_problems": 4, "greedy_acc": 0.25, "pass@k": {1: 0.5, 2: 0.75}, "correct_counts": [1]}
+        },
         "overall": {"n_problems": 4, "greedy_acc": 0.25},
     }
     assert flatten_eval_metrics(results) == {
-        "eval/gsm8k/n_problems": 4.0, "eval/gsm8k/greedy_acc": 0.25, "eval/gsm8k/pass@1": 0.5,
-        "eval/gsm8k/pass@2": 0.75, "eval/overall/n_problems": 4.0, "eval/overall/greedy_acc": 0.25,
+        "eval/gsm8k/n_problems": 4.0,
+        "eval/gsm8k/greedy_acc": 0.25,
+        "eval/gsm8k/pass@1": 0.5,
+        "eval/gsm8k/pass@2": 0.75,
+        "eval/overall/n_problems": 4.0,
+        "eval/overall/greedy_acc": 0.25,
     }
 
 

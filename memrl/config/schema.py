@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any, Dict, List, Optional
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
@@ -60,9 +59,9 @@ class ModelConfig:
     device: str = "auto"
     prompt_style: PromptStyle = PromptStyle.auto
     # system message for chat-style prompts; None: no system message
-    system_prompt: Optional[str] = None
+    system_prompt: str | None = None
     trust_remote_code: bool = False
-    revision: Optional[str] = None
+    revision: str | None = None
 
 
 @dataclass
@@ -70,10 +69,10 @@ class FieldMap:
     """Which record fields hold the id, question and answer (for local and hub datasets)."""
 
     # None: the row number becomes the id
-    id: Optional[str] = "id"
+    id: str | None = "id"
     question: str = "question"
     # None: the dataset has no gold answers (code is graded by tests)
-    answer: Optional[str] = "answer"
+    answer: str | None = "answer"
 
 
 @dataclass
@@ -82,14 +81,14 @@ class DatasetSpec:
     name: str = MISSING
     source: Source = Source.bundled
     # bundled: the folder under data/ (default: name); local: a .jsonl/.parquet file; hub: the dataset id
-    path: Optional[str] = None
+    path: str | None = None
     split: str = "test"
     # hub dataset configuration name
-    subset: Optional[str] = None
+    subset: str | None = None
     domain: Domain = Domain.math
     fields: FieldMap = field(default_factory=FieldMap)
     # keep only the first `limit` problems (None: all); eval.limit applies on top
-    limit: Optional[int] = None
+    limit: int | None = None
 
 
 @dataclass
@@ -101,14 +100,14 @@ class SyntheticConfig:
     val_size: int = 200
     test_size: int = 200
     # problem families (see memrl.data.synthetic.FAMILIES)
-    families: List[str] = field(default_factory=lambda: ["add", "sub", "mul", "mix"])
-    levels: List[int] = field(default_factory=lambda: [1, 2, 3])
+    families: list[str] = field(default_factory=lambda: ["add", "sub", "mul", "mix"])
+    levels: list[int] = field(default_factory=lambda: [1, 2, 3])
 
 
 @dataclass
 class DataConfig:
     # the benchmarks `memrl eval` runs, in order
-    eval_sets: List[DatasetSpec] = field(default_factory=list)
+    eval_sets: list[DatasetSpec] = field(default_factory=list)
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
     answer_format: AnswerFormat = AnswerFormat.boxed
 
@@ -125,7 +124,7 @@ class RolloutConfig:
     # 0: no top-k filtering
     top_k: int = 0
     # generation stops after any of these strings (the string is kept in the text)
-    stop: List[str] = field(default_factory=list)
+    stop: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -137,11 +136,11 @@ class EvalConfig:
     temperature: float = 1.0
     top_p: float = 1.0
     # None: rollout.max_new_tokens
-    max_new_tokens: Optional[int] = None
+    max_new_tokens: int | None = None
     # at most this many problems per benchmark (None: all)
-    limit: Optional[int] = None
+    limit: int | None = None
     # k values of pass@k (None: 1, 2, 4, ... up to n); every k must be <= n
-    ks: Optional[List[int]] = None
+    ks: list[int] | None = None
     plot: bool = True
 
 
@@ -152,7 +151,7 @@ class GradingConfig:
     # hard time limit per answer, in seconds
     timeout_s: float = 5.0
     # answer extraction order: the first format found in a completion wins
-    answer_formats: List[AnswerFormat] = field(default_factory=lambda: [AnswerFormat.boxed, AnswerFormat.hash])
+    answer_formats: list[AnswerFormat] = field(default_factory=lambda: [AnswerFormat.boxed, AnswerFormat.hash])
 
 
 @dataclass
@@ -162,7 +161,7 @@ class LoggerConfig:
     project: str = "memrl"
     # offline unless the user opts in with logger.mode=online
     mode: str = "offline"
-    tags: List[str] = field(default_factory=list)
+    tags: list[str] = field(default_factory=list)
 
 
 @dataclass

@@ -7,8 +7,8 @@ problems it is an unbiased estimate of pass@k (verl's with-replacement bootstrap
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from math import comb
-from typing import Iterable, Sequence
 
 import numpy as np
 

@@ -5,8 +5,9 @@ Used by `memrl eval` and (later) by the trainer's periodic evaluation.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from memrl.data.problem import Problem
 from memrl.data.templates import format_prompt
@@ -70,9 +71,16 @@ def evaluate_problems(
                 truncated += r.finish_reason == "length"
                 samples.append(
                     {
-                        "id": p.id, "mode": mode, "sample_index": r.sample_index, "gold": p.answer,
-                        "completion": r.text, "extracted": res.extracted, "correct": res.correct,
-                        "grade_status": res.status, "finish_reason": r.finish_reason, "num_tokens": r.num_tokens,
+                        "id": p.id,
+                        "mode": mode,
+                        "sample_index": r.sample_index,
+                        "gold": p.answer,
+                        "completion": r.text,
+                        "extracted": res.extracted,
+                        "correct": res.correct,
+                        "grade_status": res.status,
+                        "finish_reason": r.finish_reason,
+                        "num_tokens": r.num_tokens,
                         "prompt": r.prompt,
                     }
                 )
@@ -85,8 +93,12 @@ def evaluate_problems(
         metrics["greedy_acc"] = sum(counts) / len(counts) if counts else float("nan")
     if settings.n > 0:
         params = SamplingParams(
-            n=settings.n, temperature=settings.temperature, top_p=settings.top_p,
-            max_new_tokens=settings.max_new_tokens, stop=settings.stop, seed=settings.seed,
+            n=settings.n,
+            temperature=settings.temperature,
+            top_p=settings.top_p,
+            max_new_tokens=settings.max_new_tokens,
+            stop=settings.stop,
+            seed=settings.seed,
         )
         counts = grade(engine.generate(prompts, params, progress), "sample")
         metrics["n"] = settings.n

@@ -42,7 +42,7 @@ def last_boxed(text: str) -> str | None:
     if not isinstance(text, str):
         return None
     last = None
-    for last in _BOX_RE.finditer(text):
+    for last in _BOX_RE.finditer(text):  # noqa: B007  (keeps the last match)
         pass
     if last is None:
         return None

@@ -108,11 +108,16 @@ def load_policy(model_cfg: Any, cache_dir: str | os.PathLike | None = None) -> t
     dtype = pick_dtype(str(model_cfg.dtype), device)
     tokenizer = load_tokenizer(path, bool(model_cfg.trust_remote_code), model_cfg.revision)
     model = _from_pretrained(
-        AutoModelForCausalLM, path, dtype=dtype, trust_remote_code=bool(model_cfg.trust_remote_code),
+        AutoModelForCausalLM,
+        path,
+        dtype=dtype,
+        trust_remote_code=bool(model_cfg.trust_remote_code),
         revision=model_cfg.revision,
     )
     model.to(device).eval()
-    log.info("loaded %s (%s, %s, %.2fM parameters)", path, device, dtype, sum(p.numel() for p in model.parameters()) / 1e6)
+    log.info(
+        "loaded %s (%s, %s, %.2fM parameters)", path, device, dtype, sum(p.numel() for p in model.parameters()) / 1e6
+    )
     return model, tokenizer, path
 
 
@@ -125,7 +130,9 @@ def _from_pretrained(cls: Any, path: str, **kwargs: Any) -> Any:
             raise UserError(f"cannot load {path}: {e}") from None
         offline = os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0")
         hint = (
-            "the hub is offline here (HF_HUB_OFFLINE=1)" if offline else "it is not in the local Hugging Face cache and the hub could not be reached"
+            "the hub is offline here (HF_HUB_OFFLINE=1)"
+            if offline
+            else "it is not in the local Hugging Face cache and the hub could not be reached"
         )
         raise UserError(
             f"model '{path}' not found: {hint}. Download it on a machine with network "

@@ -7,7 +7,8 @@ a vLLM engine holds its own copy and must be synced).
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 
@@ -87,9 +88,7 @@ class HFEngine:
         seqs = self.model.generate(**enc, **gen_kwargs)
         prompt_len = enc["input_ids"].shape[1]
         completions = seqs[:, prompt_len:].tolist()
-        prompt_ids = [
-            ids[mask.bool()].tolist() for ids, mask in zip(enc["input_ids"], enc["attention_mask"])
-        ]
+        prompt_ids = [ids[mask.bool()].tolist() for ids, mask in zip(enc["input_ids"], enc["attention_mask"])]
         groups: list[list[Rollout]] = []
         for i, prompt in enumerate(prompts):
             group = []

@@ -21,6 +21,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from memrl.errors import NotBuiltError, UserError
+from memrl.eval.runner import EvalSettings
 from memrl.run_dir import RunDir
 
 log = logging.getLogger(__name__)
@@ -48,7 +49,7 @@ def build_engine(rollout_cfg: Any, model: Any, tokenizer: Any) -> Any:
     raise UserError(f"unknown rollout.engine={engine}; valid: hf")
 
 
-def settings_from_config(cfg: DictConfig, prompt_style: str) -> "EvalSettings":
+def settings_from_config(cfg: DictConfig, prompt_style: str) -> EvalSettings:
     from memrl.eval.passk import default_ks, validate_ks
     from memrl.eval.runner import EvalSettings
 
@@ -85,9 +86,7 @@ def run(cfg: DictConfig, run_dir: RunDir) -> dict[str, Any]:
     if not cfg.data.eval_sets:
         raise UserError("data.eval_sets is empty: choose a benchmark, e.g. data=gsm8k")
     t0 = time.time()
-    sets = load_eval_sets(
-        cfg.data.eval_sets, Path(cfg.paths.data_dir), cfg.data.synthetic, limit=cfg.eval.limit
-    )
+    sets = load_eval_sets(cfg.data.eval_sets, Path(cfg.paths.data_dir), cfg.data.synthetic, limit=cfg.eval.limit)
     model, tokenizer, model_path = load_policy(cfg.model, cfg.paths.cache_dir)
     style = resolve_style(cfg.model.prompt_style, tokenizer)
     settings = settings_from_config(cfg, style)
@@ -98,11 +97,14 @@ def run(cfg: DictConfig, run_dir: RunDir) -> dict[str, Any]:
     passes = int(settings.greedy) + int(settings.n > 0)
     total = sum(len(p) for p in sets.values()) * passes
 
-    with _progress(total) as advance, Grader(
-        num_workers=int(cfg.grading.num_workers),
-        timeout_s=float(cfg.grading.timeout_s),
-        answer_formats=[getattr(f, "value", f) for f in cfg.grading.answer_formats],
-    ) as grader:
+    with (
+        _progress(total) as advance,
+        Grader(
+            num_workers=int(cfg.grading.num_workers),
+            timeout_s=float(cfg.grading.timeout_s),
+            answer_formats=[getattr(f, "value", f) for f in cfg.grading.answer_formats],
+        ) as grader,
+    ):
         for name, problems in sets.items():
             tb = time.time()
             metrics, samples = evaluate_problems(engine, tokenizer, problems, settings, grader, advance)
@@ -155,12 +157,24 @@ class _progress:
     """A rich progress bar with ETA over problems x passes; yields an `advance(n)` callback."""
 
     def __init__(self, total: int) -> None:
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
 
         self.total = total
         self.bar = Progress(
-            TextColumn("eval"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("ETA"),
-            TimeRemainingColumn(), transient=False,
+            TextColumn("eval"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TextColumn("ETA"),
+            TimeRemainingColumn(),
+            transient=False,
         )
 
     def __enter__(self):

@@ -5,7 +5,10 @@ from memrl.rollout.split import split_thinking_answer
 
 def test_think_tags_win():
     assert split_thinking_answer("<think>2+2 is 4</think> The answer is \\boxed{4}") == (
-        "2+2 is 4", "The answer is \\boxed{4}", "think_tags")
+        "2+2 is 4",
+        "The answer is \\boxed{4}",
+        "think_tags",
+    )
 
 
 def test_code_fence():
