@@ -1,6 +1,9 @@
 # memrl: `make help` lists the targets.
 SHELL := /bin/bash
-PYTHON ?= $(shell command -v python3.12 || command -v python3.11 || command -v python3)
+# the first interpreter that actually runs and is >= 3.11 (pyenv shims may exist for versions that don't);
+# 3.11 first: the CPU torch wheel of this kind of machine is built for it
+PYTHON ?= $(shell for p in python3.11 python3.12 python3.13 python3; do \
+	$$p -c 'import sys; sys.exit(sys.version_info < (3, 11))' >/dev/null 2>&1 && { command -v $$p; break; }; done)
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
@@ -17,7 +20,7 @@ help: ## Show this help
 install: $(STAMP) ## Create .venv and install memrl with every dependency (CPU torch unless a GPU is seen)
 
 $(STAMP): pyproject.toml constraints-cpu.txt
-	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "memrl needs Python >= 3.11, found " + sys.version' 
+	@test -n "$(PYTHON)" || { echo "memrl needs Python >= 3.11; none found on PATH" >&2; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q -U pip
 	$(BIN)/pip install $(CONSTRAINTS) -e ".[dev]"
