@@ -104,22 +104,6 @@ def _file_lock(path: Path) -> Iterator[None]:
 
 
 def tiny_model_dir(cache_dir: Path | None = None) -> Path:
-    """Where the tiny model lives: `<cache>/tiny-qwen2-v1-<fingerprint>`.
-
-    The fingerprint hashes the build settings and the synthetic task's source, so a change to either
-    builds a new model instead of silently reusing a stale one from the cache.
-    """
-    import hashlib
-
-    from memrl.data import synthetic
-
-    h = hashlib.sha256(repr(TinySettings()).encode())
-    h.update(Path(synthetic.__file__).read_bytes())
-    cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    return cache_dir / f"{TINY_NAME}-{h.hexdigest()[:10]}"
-
-
-def tiny_model_dir(cache_dir: Path | None = None) -> Path:
     """Where the tiny model lives (or will live) in the cache; builds nothing."""
     return (Path(cache_dir) if cache_dir is not None else default_cache_dir()) / TINY_NAME
 
