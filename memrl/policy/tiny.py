@@ -104,8 +104,21 @@ def _file_lock(path: Path) -> Iterator[None]:
 
 
 def tiny_model_dir(cache_dir: Path | None = None) -> Path:
-    """Where the tiny model lives (or will live) in the cache; builds nothing."""
-    return (Path(cache_dir) if cache_dir is not None else default_cache_dir()) / TINY_NAME
+    """Where the tiny model lives (or will live) in the cache; builds nothing.
+
+    The folder name carries a fingerprint of the build settings and of the synthetic task's source
+    (`<cache>/tiny-qwen2-v1-<hash>`), so changing either builds a new model instead of silently
+    reusing a stale one.
+    """
+    import hashlib
+
+    from memrl.data import synthetic
+
+    h = hashlib.sha256(repr(TinySettings()).encode())
+    h.update(Path(synthetic.__file__).read_bytes())
+    h.update(Path(__file__).read_bytes())
+    cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    return cache_dir / f"{TINY_NAME}-{h.hexdigest()[:10]}"
 
 
 def _is_built(path: Path) -> bool:

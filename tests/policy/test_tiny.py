@@ -154,13 +154,24 @@ def test_ensure_builds_once_and_atomically(monkeypatch, tmp_path):
     monkeypatch.setattr(tiny, "build_tiny_model", counting)
     # leftovers of a killed build are swept, a half-written target is not trusted
     (tmp_path / f".{tiny.TINY_NAME}.tmp-dead").mkdir()
-    (tmp_path / tiny.TINY_NAME).mkdir()
-    (tmp_path / tiny.TINY_NAME / "config.json").write_text("{}")
+    target = tiny.tiny_model_dir(tmp_path)
+    target.mkdir()
+    (target / "config.json").write_text("{}")
     path = tiny.ensure_tiny_model(tmp_path, progress=False)
-    assert path == tmp_path / tiny.TINY_NAME and (path / tiny.BUILD_INFO).is_file()
+    assert path == target and (path / tiny.BUILD_INFO).is_file()
     assert tiny.ensure_tiny_model(tmp_path, progress=False) == path
     assert len(calls) == 1
-    assert sorted(p.name for p in tmp_path.iterdir() if p.is_dir()) == [tiny.TINY_NAME]
+    assert sorted(p.name for p in tmp_path.iterdir() if p.is_dir()) == [target.name]
+
+
+def test_cache_folder_changes_with_the_settings(monkeypatch, tmp_path):
+    import dataclasses
+
+    before = tiny.tiny_model_dir(tmp_path)
+    assert before.name.startswith(f"{tiny.TINY_NAME}-") and before == tiny.tiny_model_dir(tmp_path)
+    changed = dataclasses.replace(tiny.TinySettings(), sft_steps=961)
+    monkeypatch.setattr(tiny, "TinySettings", lambda: changed)
+    assert tiny.tiny_model_dir(tmp_path) != before  # a changed build never reuses the old model
 
 
 def test_failed_build_leaves_nothing(monkeypatch, tmp_path):
