@@ -101,3 +101,14 @@ def eval_main(cfg: DictConfig) -> Any:
 
     result = run_stage(cfg, "eval", evaluate.run)
     return None if result is None else result.get("overall", {}).get("greedy_acc")
+
+
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="train")
+def train_main(cfg: DictConfig) -> Any:
+    """`memrl train`: returns the final greedy accuracy on data.eval_sets (the sweep metric), if evaluated."""
+    from memrl.stages import train
+
+    result = run_stage(cfg, "train", train.run)
+    if not result or not result.get("final"):
+        return None
+    return result["final"].get("greedy_acc")

@@ -58,9 +58,48 @@ def eval_command(
 
 
 @app.command(context_settings=HYDRA_CONTEXT)
-def train(ctx: typer.Context, multirun: bool = typer.Option(False, "-m", "--multirun")) -> None:
-    """RL fine-tuning (GRPO / DAPO, MemReward, MEDS). Not built yet."""
-    _not_built("train", "the GRPO/DAPO trainer issue")
+def train(
+    ctx: typer.Context,
+    multirun: bool = typer.Option(False, "-m", "--multirun", help="Run a Hydra sweep over comma-separated values."),
+    resume: str = typer.Option(
+        None,
+        "--resume",
+        metavar="RUN_DIR",
+        help="Continue a run from its last checkpoint, in its own directory, with the overrides it was started with "
+        "(extra overrides are added after them).",
+    ),
+) -> None:
+    """RL fine-tuning with GRPO / DAPO: rollouts, rewards, policy updates, validation, checkpoints.
+
+    Examples: `memrl train` (tiny model, synthetic task, DAPO-style, a few minutes on a CPU),
+    `memrl train algo=grpo`, `memrl train reward=partial reward.label_ratio=0.2`,
+    `memrl train --resume outputs/train/<run>`, `memrl train -m trainer.lr=1e-4,3e-4`.
+    Writes train/metrics.jsonl, train/global_step_N/ checkpoints (train/latest) and eval/ results.
+    """
+    overrides = list(ctx.args)
+    if resume:
+        if multirun:
+            typer.echo("error: --resume continues one run; it cannot be combined with -m/--multirun", err=True)
+            raise typer.Exit(2)
+        overrides = _resume_overrides(resume) + overrides
+    _forward_to_hydra("train", overrides, multirun)
+
+
+def _resume_overrides(run_dir: str) -> list[str]:
+    """The overrides a run was started with, plus its directory as Hydra's run directory and resume=auto."""
+    from pathlib import Path
+
+    import yaml
+
+    root = Path(run_dir).expanduser()
+    saved = root / ".hydra" / "overrides.yaml"
+    if not saved.exists():
+        typer.echo(f"error: {root} is not a memrl run directory (no .hydra/overrides.yaml)", err=True)
+        raise typer.Exit(2)
+    previous = [
+        o for o in (yaml.safe_load(saved.read_text()) or []) if not o.startswith(("hydra.run.dir=", "trainer.resume="))
+    ]
+    return [*previous, f"hydra.run.dir={root}", "trainer.resume=auto"]
 
 
 @app.command(context_settings=HYDRA_CONTEXT)

@@ -32,7 +32,7 @@ def test_help_lists_every_command(tmp_path):
         assert cmd in out.stdout
 
 
-@pytest.mark.parametrize("cmd", ["train", "rollout", "graph", "gnn", "report"])
+@pytest.mark.parametrize("cmd", ["rollout", "graph", "gnn", "report"])
 def test_unbuilt_commands_say_so(tmp_path, cmd):
     out = memrl(cmd, cwd=tmp_path)
     assert out.returncode == 2

@@ -106,8 +106,11 @@ class SyntheticConfig:
 
 @dataclass
 class DataConfig:
-    # the benchmarks `memrl eval` runs, in order
+    # the benchmarks `memrl eval` runs, in order (and `memrl train`'s final evaluation)
     eval_sets: list[DatasetSpec] = field(default_factory=list)
+    # `memrl train`: the training queries and the validation split of periodic evaluation (None: none)
+    train_set: DatasetSpec | None = None
+    val_set: DatasetSpec | None = None
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
     answer_format: AnswerFormat = AnswerFormat.boxed
 
@@ -116,6 +119,8 @@ class DataConfig:
 class RolloutConfig:
     # hf: transformers generate (CPU and GPU); vllm arrives with its own issue
     engine: str = "hf"
+    # `memrl train`: rollouts per prompt (the GRPO group size)
+    n: int = 8
     # prompts per generate call (each expands to n sequences)
     batch_size: int = 64
     max_new_tokens: int = 64
@@ -177,6 +182,103 @@ class PathsConfig:
 
 
 @dataclass
+class FilterGroupsConfig:
+    """DAPO dynamic sampling: drop groups whose binary outcomes are all equal, generate more prompts."""
+
+    enable: bool = False
+    # always the binary outcome (acc), never a shaped score: shaped all-fail groups would survive
+    metric: str = "acc"
+    # generation batches per step at most (<= 0: no limit)
+    max_num_gen_batches: int = 10
+
+
+@dataclass
+class AlgoConfig:
+    """Advantage estimator and policy loss (verl's knob names)."""
+
+    name: str = "grpo"
+    norm_adv_by_std_in_grpo: bool = True
+    # MEDS' entropy-advantage baseline: A + min(coef * H.detach(), |A| * cap_ratio)
+    use_entropy_advantage: bool = False
+    entropy_advantage_coef: float = 0.4
+    entropy_advantage_cap_ratio: float = 0.5
+    clip_ratio_low: float = 0.2
+    clip_ratio_high: float = 0.2
+    # dual-clip constant for negative advantages (None: off)
+    clip_ratio_c: float | None = 3.0
+    # token-mean (DAPO) | seq-mean-token-mean (GRPO) | seq-mean-token-sum | seq-mean-token-sum-norm (Dr.GRPO)
+    loss_agg_mode: str = "token-mean"
+    # KL to the reference model, in the loss; no reference model is loaded unless this is on with coef > 0
+    use_kl_loss: bool = False
+    kl_loss_coef: float = 0.0
+    # low_var_kl (k3) | kl (k1) | mse (k2) | abs
+    kl_loss_type: str = "low_var_kl"
+    entropy_coeff: float = 0.0
+    filter_groups: FilterGroupsConfig = field(default_factory=FilterGroupsConfig)
+    # zero the loss of completions that hit the length limit
+    mask_truncated_completions: bool = False
+
+
+@dataclass
+class OverlongBufferConfig:
+    """DAPO's soft overlong punishment (verl: reward_model.overlong_buffer)."""
+
+    enable: bool = False
+    len: int = 16
+    penalty_factor: float = 1.0
+
+
+@dataclass
+class RewardConfig:
+    """Where rewards come from and how many ground-truth labels a run may read."""
+
+    # oracle: every query labelled; partial: only label_ratio of them, and only those are trained on (R1-p)
+    name: str = "oracle"
+    label_ratio: float = 1.0
+    # seeds the nested label split (queries labelled at 0.1 are among those labelled at 0.2)
+    label_seed: int = 42
+    overlong_buffer: OverlongBufferConfig = field(default_factory=OverlongBufferConfig)
+
+
+@dataclass
+class TrainerConfig:
+    """The RL loop: batch sizes, optimiser, schedule, evaluation and checkpoints."""
+
+    total_steps: int = 60
+    # prompts per RL step (each with rollout.n rollouts)
+    train_batch_size: int = 16
+    # prompts per generation batch (dynamic sampling may need several; None: train_batch_size)
+    gen_batch_size: int | None = None
+    # prompts per optimiser step: train_batch_size / ppo_mini_batch_size optimiser steps per RL step
+    ppo_mini_batch_size: int = 16
+    ppo_epochs: int = 1
+    # sequences per forward/backward (gradient accumulation inside a mini-batch)
+    micro_batch_size: int = 64
+    lr: float = 1e-6
+    lr_warmup_steps: int = 0
+    weight_decay: float = 0.01
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    grad_clip: float = 1.0
+    # bf16 autocast on a GPU (parameters and optimiser stay float32); float32 everywhere on CPU
+    compute_dtype: str = "auto"
+    gradient_checkpointing: bool = False
+    # validation pass@k every test_freq steps (0: never), and before training
+    test_freq: int = 0
+    val_before_train: bool = False
+    val_n: int = 4
+    val_limit: int | None = None
+    # checkpoint every save_freq steps (0: only at the end)
+    save_freq: int = 0
+    # keep the newest max_ckpt_to_keep checkpoints (None: all)
+    max_ckpt_to_keep: int | None = 2
+    # auto: continue from this run directory's train/latest when there is one; disable: start fresh
+    resume: str = "auto"
+    # evaluate the final policy on data.eval_sets (greedy + pass@k) and write eval/ like `memrl eval`
+    final_eval: bool = True
+    progress: bool = True
+
+
+@dataclass
 class EvalAppConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -190,7 +292,16 @@ class EvalAppConfig:
     seed: int = 0
 
 
+@dataclass
+class TrainAppConfig(EvalAppConfig):
+    algo: AlgoConfig = field(default_factory=AlgoConfig)
+    reward: RewardConfig = field(default_factory=RewardConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    task_name: str = "train"
+
+
 def register_configs() -> None:
     """Register the app schemas with Hydra's ConfigStore (idempotent)."""
     cs = ConfigStore.instance()
     cs.store(name="eval_schema", node=EvalAppConfig)
+    cs.store(name="train_schema", node=TrainAppConfig)

@@ -77,21 +77,41 @@ def settings_from_config(cfg: DictConfig, prompt_style: str) -> EvalSettings:
 def run(cfg: DictConfig, run_dir: RunDir) -> dict[str, Any]:
     """Evaluate `cfg.model` on `cfg.data.eval_sets`; returns the results dict written to results_<ts>.json."""
     from memrl.data.loaders import load_eval_sets
-    from memrl.data.templates import resolve_style
-    from memrl.eval.runner import evaluate_problems, weighted_average
-    from memrl.grading import Grader
     from memrl.policy.load import load_policy
 
     seed_everything(int(cfg.seed))
     if not cfg.data.eval_sets:
         raise UserError("data.eval_sets is empty: choose a benchmark, e.g. data=gsm8k")
-    t0 = time.time()
     sets = load_eval_sets(cfg.data.eval_sets, Path(cfg.paths.data_dir), cfg.data.synthetic, limit=cfg.eval.limit)
     model, tokenizer, model_path = load_policy(cfg.model, cfg.paths.cache_dir)
+    return evaluate_model(cfg, run_dir, model, tokenizer, model_path, sets)
+
+
+def evaluate_model(
+    cfg: DictConfig,
+    run_dir: RunDir,
+    model: Any,
+    tokenizer: Any,
+    model_path: str,
+    sets: dict[str, list[Any]],
+    tag: str = "",
+    tracker: Any = None,
+    print_table: bool = True,
+) -> dict[str, Any]:
+    """Evaluate a loaded model on loaded benchmarks; writes eval/results_<tag><ts>.json, samples and a plot.
+
+    `memrl train` calls this for the policy before and after training (tags `initial_` and `final_`), with its
+    own tracker (None: the `logger` config's tracker for this evaluation alone).
+    """
+    from memrl.data.templates import resolve_style
+    from memrl.eval.runner import evaluate_problems, weighted_average
+    from memrl.grading import Grader
+
+    t0 = time.time()
     style = resolve_style(cfg.model.prompt_style, tokenizer)
     settings = settings_from_config(cfg, style)
     engine = build_engine(cfg.rollout, model, tokenizer)
-    ts = time.strftime("%Y%m%d-%H%M%S")
+    ts = tag + time.strftime("%Y%m%d-%H%M%S")
     eval_dir = run_dir.path("eval")
     per_bench: dict[str, dict[str, Any]] = {}
     passes = int(settings.greedy) + int(settings.n > 0)
@@ -136,10 +156,14 @@ def run(cfg: DictConfig, run_dir: RunDir) -> dict[str, Any]:
         plot_pass_at_k(curves, eval_dir / f"pass_at_k_{ts}.png", title=f"pass@k: {Path(model_path).name}")
     from memrl.tracking import build_tracker, flatten_eval_metrics
 
-    tracker = build_tracker(cfg.logger, str(run_dir.root), results["config"], name=f"eval-{ts}")
-    tracker.log(flatten_eval_metrics(results))
-    tracker.finish()
-    _print_table(results, settings)
+    if tracker is None:
+        own = build_tracker(cfg.logger, str(run_dir.root), results["config"], name=f"eval-{ts}")
+        own.log(flatten_eval_metrics(results))
+        own.finish()
+    else:
+        tracker.log({f"{tag or ''}{k}": v for k, v in flatten_eval_metrics(results).items()})
+    if print_table:
+        _print_table(results, settings)
     log.info("results: %s", eval_dir / f"results_{ts}.json")
     return results
 

@@ -72,3 +72,31 @@ def test_yaml_with_unknown_key_fails(tmp_path, compose_eval):
         with pytest.raises(ConfigCompositionException) as e:
             compose(config_name="eval", overrides=["eval=typo"])
     assert "Key 'num_samples' not in 'EvalConfig'" in str(e.value)
+
+
+TRAIN_GROUPS = ["algo", "reward", "trainer", "model", "data"]
+
+
+@pytest.mark.parametrize("group,option", [(g, o) for g in TRAIN_GROUPS for o in options(g)])
+def test_every_train_option_composes(compose_eval, group, option):
+    cfg = compose_eval(f"{group}={option}", config_name="train")
+    assert cfg.task_name == "train"
+    assert cfg.trainer.train_batch_size % cfg.trainer.ppo_mini_batch_size == 0
+
+
+def test_train_defaults_are_the_dapo_cpu_preset(compose_eval):
+    cfg = compose_eval(config_name="train")
+    assert cfg.algo.name == "dapo" and cfg.reward.name == "oracle"
+    assert (cfg.algo.clip_ratio_low, cfg.algo.clip_ratio_high, cfg.algo.clip_ratio_c) == (0.2, 0.28, 10.0)
+    assert cfg.algo.loss_agg_mode == "token-mean" and cfg.algo.filter_groups.enable
+    assert cfg.algo.filter_groups.metric == "acc" and not cfg.algo.use_kl_loss
+    assert cfg.data.train_set.split == "train" and cfg.data.val_set.split == "validation"
+    grpo = compose_eval("algo=grpo", config_name="train")
+    assert grpo.algo.use_kl_loss and grpo.algo.kl_loss_coef == 0.001 and grpo.algo.kl_loss_type == "low_var_kl"
+    assert grpo.algo.loss_agg_mode == "seq-mean-token-mean" and not grpo.algo.filter_groups.enable
+
+
+def test_misspelt_train_key_names_the_key(compose_eval):
+    with pytest.raises(ConfigCompositionException) as e:
+        compose_eval("algo.clip_ratio_hgh=0.3", config_name="train")
+    assert "Key 'clip_ratio_hgh' not in 'AlgoConfig'" in str(e.value.__cause__)

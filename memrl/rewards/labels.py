@@ -1,0 +1,74 @@
+"""Honest label accounting: which training queries reveal their ground truth, and a store that enforces it.
+
+A label-limited run (`reward.label_ratio < 1`) may read the gold answer of a labelled query only. The
+trainer hands reward components a `GroundTruth` whose `labelled_answer` raises `UnlabelledAccessError`
+for any other query, and the `Problem` records components see carry no answer at all (`public`). The
+gold answers of unlabelled queries are reachable only through `metrics_answer`, which the trainer calls
+after the rewards of a step are final, to log how good the rewards were.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from collections.abc import Iterable, Sequence
+
+from memrl.data.problem import Problem
+
+
+class UnlabelledAccessError(RuntimeError):
+    """Something in the reward path asked for the ground truth of an unlabelled query."""
+
+
+def nested_labelled_ids(ids: Sequence[str], ratio: float, seed: int) -> set[str]:
+    """The ids whose labels a run may read: the first `round(ratio * N)` ids in a seeded hash order.
+
+    The order depends only on (seed, id), so the sets are nested: every id labelled at ratio 0.1 is also
+    labelled at 0.2, 0.3, ... (the paper's ratio sweep), and adding problems does not reshuffle them.
+    """
+    if not 0.0 <= ratio <= 1.0:
+        raise ValueError(f"label_ratio must be in [0, 1], got {ratio}")
+    unique = list(dict.fromkeys(ids))
+    order = sorted(unique, key=lambda i: hashlib.sha256(f"{seed}\x00{i}".encode()).digest())
+    return set(order[: round(ratio * len(unique))])
+
+
+class GroundTruth:
+    """Gold answers of the training queries, readable by reward code only where labelled.
+
+    Args:
+        problems: the training problems (with their answers).
+        labelled: ids whose labels the run may read.
+    """
+
+    def __init__(self, problems: Iterable[Problem], labelled: set[str]) -> None:
+        self._answers = {p.id: p.answer for p in problems}
+        unknown = set(labelled) - set(self._answers)
+        if unknown:
+            raise ValueError(f"labelled ids not among the problems: {sorted(unknown)[:5]}")
+        self._labelled = frozenset(labelled)
+        # every read of a label, by id: the run's label consumption (what honest accounting reports)
+        self.reads: set[str] = set()
+
+    @property
+    def labelled_ids(self) -> frozenset[str]:
+        return self._labelled
+
+    def is_labelled(self, problem_id: str) -> bool:
+        return problem_id in self._labelled
+
+    def labelled_answer(self, problem_id: str) -> str | None:
+        """The gold answer of a labelled query; raises `UnlabelledAccessError` for any other."""
+        if problem_id not in self._labelled:
+            raise UnlabelledAccessError(f"the reward path asked for the ground truth of unlabelled query {problem_id}")
+        self.reads.add(problem_id)
+        return self._answers[problem_id]
+
+    def metrics_answer(self, problem_id: str) -> str | None:
+        """The gold answer of any query, for metrics only (never for rewards, filters or models)."""
+        return self._answers[problem_id]
+
+    @staticmethod
+    def public(problem: Problem) -> Problem:
+        """The problem as reward code sees it: the same record without its gold answer."""
+        return dataclasses.replace(problem, answer=None)

@@ -1,0 +1,128 @@
+"""Checkpoints of a training run: `train/global_step_N/` plus the `train/latest` pointer, written last.
+
+A checkpoint folder holds the policy (`policy/`, a Hugging Face model folder with the tokenizer, so
+`memrl eval model.name_or_path=<run>` works), `optimizer.pt`, `scheduler.pt`, `rng.pt` (Python, NumPy,
+torch CPU and CUDA generators), `rewards.pt` (every reward component's state) and `trainer_state.json`
+(step, prompt-sampler position, metrics history length). It is written into a temporary folder and
+renamed into place; `latest` is replaced atomically only after that, so a run killed at any moment resumes
+from the last complete checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from memrl.utils.io import atomic_write_text
+
+LATEST = "latest"
+PREFIX = "global_step_"
+
+
+def rng_state() -> dict[str, Any]:
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_checkpoint(
+    train_dir: Path,
+    step: int,
+    model: Any,
+    tokenizer: Any,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    trainer_state: dict[str, Any],
+    reward_state: dict[str, Any],
+    keep: int | None = None,
+) -> Path:
+    """Write `train_dir/global_step_<step>/` atomically, then point `train_dir/latest` at it."""
+    train_dir = Path(train_dir)
+    train_dir.mkdir(parents=True, exist_ok=True)
+    final = train_dir / f"{PREFIX}{step}"
+    tmp = Path(tempfile.mkdtemp(prefix=f".{PREFIX}{step}.tmp-", dir=train_dir))
+    try:
+        model.save_pretrained(tmp / "policy", safe_serialization=True)
+        tokenizer.save_pretrained(tmp / "policy")
+        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+        torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
+        torch.save(rng_state(), tmp / "rng.pt")
+        torch.save(reward_state, tmp / "rewards.pt")
+        (tmp / "trainer_state.json").write_text(json.dumps({"step": step, **trainer_state}, indent=2))
+        if final.exists():  # a leftover of an earlier run that reached this step: replace it
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    atomic_write_text(train_dir / LATEST, final.name + "\n")
+    if keep is not None and keep > 0:
+        for old in sorted(list_checkpoints(train_dir))[:-keep]:
+            shutil.rmtree(train_dir / f"{PREFIX}{old}", ignore_errors=True)
+    return final
+
+
+def list_checkpoints(train_dir: Path) -> list[int]:
+    """Steps of the complete checkpoints under `train_dir`."""
+    out = []
+    for p in Path(train_dir).glob(f"{PREFIX}*"):
+        try:
+            step = int(p.name[len(PREFIX) :])
+        except ValueError:
+            continue
+        if (p / "trainer_state.json").exists():
+            out.append(step)
+    return sorted(out)
+
+
+def latest_checkpoint(train_dir: Path) -> Path | None:
+    """The folder `train_dir/latest` names, or None when there is no complete checkpoint."""
+    pointer = Path(train_dir) / LATEST
+    if not pointer.exists():
+        return None
+    path = Path(train_dir) / pointer.read_text().strip()
+    return path if (path / "trainer_state.json").exists() else None
+
+
+def load_checkpoint(path: Path, model: Any, optimizer: torch.optim.Optimizer, scheduler: Any) -> dict[str, Any]:
+    """Restore policy weights, optimiser, scheduler and RNG states in place; returns trainer and reward state."""
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    weights = {}
+    for f in sorted((path / "policy").glob("*.safetensors")):
+        weights.update(load_file(str(f)))
+    device = next(model.parameters()).device
+    missing, unexpected = model.load_state_dict({k: v.to(device) for k, v in weights.items()}, strict=False)
+    # tied embeddings are saved once; anything else missing is a real mismatch
+    missing = [
+        k for k in missing if not (k == "lm_head.weight" and getattr(model.config, "tie_word_embeddings", False))
+    ]
+    if missing or unexpected:
+        raise RuntimeError(
+            f"checkpoint {path} does not match the model: missing {missing[:5]}, unexpected {unexpected[:5]}"
+        )
+    optimizer.load_state_dict(torch.load(path / "optimizer.pt", map_location=device, weights_only=False))
+    scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=False))
+    set_rng_state(torch.load(path / "rng.pt", weights_only=False))
+    return {
+        "trainer": json.loads((path / "trainer_state.json").read_text()),
+        "rewards": torch.load(path / "rewards.pt", weights_only=False),
+    }

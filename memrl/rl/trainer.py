@@ -1,0 +1,577 @@
+"""The GRPO / DAPO training loop (DESIGN.md, data flow of `memrl train`, step 4).
+
+Per step: sample prompts -> `n` rollouts each -> rewards (phase 1) -> dynamic sampling on the binary
+outcome, refilling from further generation batches -> one no-grad scoring pass (old and reference
+log-probs, hidden states for a reward component) -> reward shaping (phase 2) -> group-normalised
+advantages -> mini-batch policy updates -> weights to the rollout engine -> metrics, validation,
+checkpoint. The math lives in `memrl.rl.core_algos`; this module only moves tensors between the pieces.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from memrl.data.problem import Problem
+from memrl.rewards.base import Group, RewardContext, RewardPipeline, ScoringOutputs
+from memrl.rewards.labels import GroundTruth
+from memrl.rl import checkpoint as ckpt
+from memrl.rl.batch import RolloutBatch, build_batch
+from memrl.rl.core_algos import agg_loss, entropy_advantage, grpo_advantages, kl_penalty, mixed_groups, policy_loss
+from memrl.rl.sampler import PromptSampler
+from memrl.rl.scoring import autocast_context, forward_batch
+from memrl.rollout.records import SamplingParams
+from memrl.utils.io import atomic_write_jsonl
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainSettings:
+    """Everything the loop needs, as plain values (built from the `algo`, `trainer`, `rollout` groups)."""
+
+    total_steps: int = 10
+    train_batch_size: int = 16
+    gen_batch_size: int = 16
+    ppo_mini_batch_size: int = 16
+    ppo_epochs: int = 1
+    micro_batch_size: int = 64
+    n: int = 8
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 0
+    max_new_tokens: int = 64
+    stop: tuple[str, ...] = ()
+    # loss
+    norm_adv_by_std: bool = True
+    use_entropy_advantage: bool = False
+    entropy_advantage_coef: float = 0.4
+    entropy_advantage_cap_ratio: float = 0.5
+    clip_ratio_low: float = 0.2
+    clip_ratio_high: float = 0.2
+    clip_ratio_c: float | None = 3.0
+    loss_agg_mode: str = "token-mean"
+    kl_loss_coef: float = 0.0
+    kl_loss_type: str = "low_var_kl"
+    entropy_coeff: float = 0.0
+    filter_groups: bool = False
+    max_num_gen_batches: int = 10
+    mask_truncated: bool = False
+    # optimiser
+    lr: float = 1e-6
+    lr_warmup_steps: int = 0
+    weight_decay: float = 0.01
+    betas: tuple[float, float] = (0.9, 0.999)
+    grad_clip: float = 1.0
+    compute_dtype: torch.dtype | None = None
+    # schedule
+    test_freq: int = 0
+    val_before_train: bool = False
+    save_freq: int = 0
+    max_ckpt_to_keep: int | None = 2
+    resume: str = "auto"
+    progress: bool = True
+    seed: int = 0
+
+
+@dataclass
+class StepResult:
+    """What one step did: its metrics, and the groups it trained on (for tests and callers)."""
+
+    metrics: dict[str, float]
+    trained_groups: list[Group] = field(default_factory=list)
+
+
+class Trainer:
+    """GRPO / DAPO on a Hugging Face causal LM.
+
+    Args:
+        settings: the loop's knobs.
+        model: the policy (float32 parameters; `settings.compute_dtype` autocasts on a GPU).
+        tokenizer: its tokenizer (pad token set).
+        engine: a rollout engine (`generate`, `sync_weights`).
+        pipeline: the reward components.
+        ground_truth: labels of the training queries (reward code reads labelled ones only).
+        train_problems: the training queries.
+        prompt_fn: problem -> prompt text.
+        grader: grades completions.
+        run_dir: the run directory root (`train/` goes under it).
+        ref_model: frozen reference policy for the KL term (None when the KL coefficient is 0).
+        validate: called with the step number, returns validation metrics (None: no validation).
+        log_fn: receives each step's metrics (a tracker's `log`).
+    """
+
+    def __init__(
+        self,
+        settings: TrainSettings,
+        model: Any,
+        tokenizer: Any,
+        engine: Any,
+        pipeline: RewardPipeline,
+        ground_truth: GroundTruth,
+        train_problems: Sequence[Problem],
+        prompt_fn: Callable[[Problem], str],
+        grader: Any,
+        run_dir: Path,
+        ref_model: Any = None,
+        validate: Callable[[int], dict[str, float]] | None = None,
+        log_fn: Callable[[dict[str, float], int], None] | None = None,
+    ) -> None:
+        s = settings
+        if s.train_batch_size % s.ppo_mini_batch_size:
+            raise ValueError(
+                f"trainer.train_batch_size ({s.train_batch_size}) must be a multiple of "
+                f"trainer.ppo_mini_batch_size ({s.ppo_mini_batch_size})"
+            )
+        if s.kl_loss_coef > 0 and ref_model is None:
+            raise ValueError("a KL coefficient > 0 needs a reference model")
+        self.s = s
+        self.model = model
+        self.tokenizer = tokenizer
+        self.engine = engine
+        self.pipeline = pipeline
+        self.gt = ground_truth
+        self.ref_model = ref_model
+        self.grader = grader
+        self.validate = validate
+        self.log_fn = log_fn
+        self.device = next(model.parameters()).device
+        # oracle / partial rewards judge labelled queries only, so only those are drawn; a reward model
+        # that judges unlabelled queries (MemReward) sets `trains_on_unlabelled`
+        unlabelled_ok = any(getattr(c, "trains_on_unlabelled", False) for c in pipeline.components)
+        pool = [p for p in train_problems if unlabelled_ok or ground_truth.is_labelled(p.id)]
+        if not pool:
+            raise ValueError("no training query is labelled: raise reward.label_ratio")
+        self.problems = pool
+        self.prompts = [prompt_fn(p) for p in pool]
+        self.sampler = PromptSampler(len(pool), s.seed)
+        self.optimizer = torch.optim.AdamW(
+            [p for p in model.parameters() if p.requires_grad],
+            lr=s.lr,
+            betas=tuple(s.betas),
+            weight_decay=s.weight_decay,
+        )
+        warm = max(0, int(s.lr_warmup_steps))
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda step: min(1.0, (step + 1) / warm) if warm else 1.0
+        )
+        self.train_dir = Path(run_dir) / "train"
+        self.metrics_path = self.train_dir / "metrics.jsonl"
+        self.history: list[dict[str, float]] = []
+        self.step = 0
+
+    # ------------------------------------------------------------------------------------------ run
+
+    def fit(self) -> list[dict[str, float]]:
+        """Train to `total_steps` (resuming from `train/latest` when `resume=auto`); returns the metrics."""
+        self.train_dir.mkdir(parents=True, exist_ok=True)
+        if self.s.resume == "auto":
+            self._maybe_resume()
+        elif self.s.resume != "disable":
+            raise ValueError(f"unknown trainer.resume={self.s.resume}; valid: auto, disable")
+        if self.step == 0 and self.s.val_before_train and self.validate:
+            self._log({"step": 0, **self._validate(0)})
+        bar = _Bar(self.s.progress, self.s.total_steps, self.step)
+        with bar:
+            while self.step < self.s.total_steps:
+                result = self.train_step()
+                self.step += 1
+                m = {"step": self.step, **result.metrics}
+                if (
+                    self.validate
+                    and self.s.test_freq > 0
+                    and (self.step % self.s.test_freq == 0 or self.step == self.s.total_steps)
+                ):
+                    m.update(self._validate(self.step))
+                self._log(m)
+                bar.update(m)
+                last = self.step == self.s.total_steps
+                if last or (self.s.save_freq > 0 and self.step % self.s.save_freq == 0):
+                    t = time.time()
+                    self.save()
+                    log.info("checkpoint global_step_%d (%.1fs)", self.step, time.time() - t)
+        return self.history
+
+    def _validate(self, step: int) -> dict[str, float]:
+        # validation samples with its own seed and must not move the training RNG (resume equality)
+        devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
+        with torch.random.fork_rng(devices=devices), autocast_context(self.device, self.s.compute_dtype):
+            return self.validate(step)
+
+    def _log(self, m: dict[str, float]) -> None:
+        self.history.append(m)
+        with open(self.metrics_path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(m) + "\n")
+        if self.log_fn:
+            self.log_fn({k: v for k, v in m.items() if k != "step"}, int(m["step"]))
+
+    # ------------------------------------------------------------------------------------------ step
+
+    def _generate(self, indices: list[int]) -> list[Group]:
+        s = self.s
+        params = SamplingParams(
+            n=s.n, temperature=s.temperature, top_p=s.top_p, top_k=s.top_k, max_new_tokens=s.max_new_tokens, stop=s.stop
+        )
+        with autocast_context(self.device, s.compute_dtype):
+            out = self.engine.generate([self.prompts[i] for i in indices], params)
+        return [
+            Group(
+                problem=GroundTruth.public(self.problems[i]),
+                prompt=self.prompts[i],
+                rollouts=rs,
+                labelled=self.gt.is_labelled(self.problems[i].id),
+            )
+            for i, rs in zip(indices, out)
+        ]
+
+    def _context(self) -> RewardContext:
+        return RewardContext(self.gt, self.grader, self.step, self.s.max_new_tokens)
+
+    def collect_groups(self, timing: dict[str, float]) -> tuple[list[Group], list[Group], int]:
+        """Generate and reward until `train_batch_size` groups qualify (dynamic sampling) or the budget ends.
+
+        Returns:
+            (trained groups, every generated group, number of generation batches).
+        """
+        s = self.s
+        kept: list[Group] = []
+        generated: list[Group] = []
+        batches = 0
+        while True:
+            t = time.time()
+            groups = self._generate(self.sampler.next(s.gen_batch_size))
+            timing["gen"] += time.time() - t
+            t = time.time()
+            self.pipeline.score(groups, self._context())
+            timing["reward"] += time.time() - t
+            generated += groups
+            batches += 1
+            judged = [g for g in groups if g.judged]
+            if s.filter_groups:
+                # on the binary outcome, never on a shaped score (shaped all-fail groups would survive)
+                judged = [g for g, ok in zip(judged, mixed_groups([g.outcome for g in judged])) if ok]
+            kept += judged
+            if not s.filter_groups or len(kept) >= s.train_batch_size:
+                break
+            if 0 < s.max_num_gen_batches <= batches:
+                log.warning(
+                    "dynamic sampling: %d of %d groups after %d generation batches; training on those",
+                    len(kept),
+                    s.train_batch_size,
+                    batches,
+                )
+                break
+        return kept[: s.train_batch_size], generated, batches
+
+    def train_step(self) -> StepResult:
+        """One RL step; returns its metrics."""
+        s = self.s
+        t_step = time.time()
+        timing = {"gen": 0.0, "reward": 0.0, "old_log_prob": 0.0, "ref": 0.0, "adv": 0.0, "update_actor": 0.0}
+        groups, generated, n_batches = self.collect_groups(timing)
+        metrics: dict[str, float] = {"batch/num_gen_batches": n_batches, "batch/trained_groups": len(groups)}
+        metrics.update(self._generation_metrics(generated))
+        metrics.update(self.pipeline.metrics(generated))
+        if not groups:
+            log.warning("step %d: no group to train on (all outcomes equal); skipping the update", self.step + 1)
+            self.scheduler.step()
+            metrics.update(self._time_metrics(timing, t_step, 0))
+            return StepResult(metrics, [])
+
+        rollouts = [r for g in groups for r in g.rollouts]
+        gids = [i for i, g in enumerate(groups) for _ in g.rollouts]
+        batch = build_batch(rollouts, gids, [0.0] * len(rollouts), self.tokenizer.pad_token_id, s.mask_truncated)
+        batch = batch.to(self.device)
+
+        # the no-grad scoring pass: needed when the update is not purely on-policy (several optimiser steps
+        # or epochs), or when a reward component wants hidden states; otherwise old = current, detached
+        request = self.pipeline.hidden_state_request()
+        n_mini = s.train_batch_size // s.ppo_mini_batch_size
+        positions = None
+        if request is not None:
+            positions = torch.tensor(request.positions(rollouts), dtype=torch.long)
+        hidden = None
+        if n_mini > 1 or s.ppo_epochs > 1 or request is not None:
+            t = time.time()
+            batch.old_log_prob, hidden = self._score(self.model, batch, positions)
+            timing["old_log_prob"] = time.time() - t
+        if self.ref_model is not None:
+            t = time.time()
+            batch.ref_log_prob, _ = self._score(self.ref_model, batch, None)
+            timing["ref"] = time.time() - t
+
+        t = time.time()
+        shape_metrics = self.pipeline.shape(
+            groups, ScoringOutputs(hidden_states=hidden, positions=positions, model=self.model), self._context()
+        )
+        metrics.update(shape_metrics)
+        batch.scores = torch.tensor([x for g in groups for x in g.score], dtype=torch.float32, device=self.device)
+        adv = grpo_advantages(batch.scores.cpu(), gids, s.norm_adv_by_std).to(self.device)
+        batch.advantages = adv.unsqueeze(1) * batch.response_mask
+        timing["adv"] = time.time() - t
+        metrics.update(
+            {
+                "critic/score/mean": batch.scores.mean().item(),
+                "critic/advantages/max": adv.max().item(),
+                "critic/advantages/min": adv.min().item(),
+                "reward/acc_trained": _mean([o for g in groups for o in g.outcome]),
+            }
+        )
+
+        t = time.time()
+        metrics.update(self._update(batch, groups, n_mini))
+        timing["update_actor"] = time.time() - t
+        self.engine.sync_weights(self.model)
+        metrics.update(self._time_metrics(timing, t_step, int(batch.attention_mask.sum().item())))
+        return StepResult(metrics, groups)
+
+    @torch.no_grad()
+    def _score(self, model: Any, batch: RolloutBatch, positions: torch.Tensor | None):
+        was = model.training
+        model.eval()
+        logps, hiddens = [], []
+        try:
+            for start in range(0, len(batch), self.s.micro_batch_size):
+                idx = list(range(start, min(start + self.s.micro_batch_size, len(batch))))
+                out = forward_batch(
+                    model,
+                    batch.select(idx),
+                    self.s.temperature,
+                    hidden_positions=None if positions is None else positions[idx],
+                    compute_dtype=self.s.compute_dtype,
+                )
+                logps.append(out.log_prob)
+                if out.hidden_states is not None:
+                    hiddens.append(out.hidden_states.cpu())
+        finally:
+            model.train(was)
+        return torch.cat(logps), (torch.cat(hiddens) if hiddens else None)
+
+    def _update(self, batch: RolloutBatch, groups: list[Group], n_mini: int) -> dict[str, float]:
+        s = self.s
+        self.model.train()
+        need_entropy = s.use_entropy_advantage or s.entropy_coeff != 0
+        agg = dict(loss_agg_mode=s.loss_agg_mode)
+        sums: dict[str, float] = {}
+        counts: dict[str, float] = {}
+
+        def add(key: str, value: float, weight: float = 1.0) -> None:
+            sums[key] = sums.get(key, 0.0) + value * weight
+            counts[key] = counts.get(key, 0.0) + weight
+
+        rows_of = {}
+        start = 0
+        for i, g in enumerate(groups):
+            rows_of[i] = list(range(start, start + len(g.rollouts)))
+            start += len(g.rollouts)
+        for _ in range(s.ppo_epochs):
+            order = list(range(len(groups)))
+            if s.ppo_epochs > 1:
+                order = torch.randperm(len(groups)).tolist()
+            for m in range(n_mini):
+                mini_groups = order[m * s.ppo_mini_batch_size : (m + 1) * s.ppo_mini_batch_size]
+                rows = [r for gi in mini_groups for r in rows_of[gi]]
+                if not rows:
+                    continue
+                mb = batch.select(rows)
+                norm = dict(
+                    num_tokens=mb.response_mask.sum().item(), num_seqs=len(mb), norm_length=float(s.max_new_tokens)
+                )
+                self.optimizer.zero_grad(set_to_none=True)
+                mb_loss = mb_pg = 0.0
+                for mstart in range(0, len(mb), s.micro_batch_size):
+                    mu = mb.select(list(range(mstart, min(mstart + s.micro_batch_size, len(mb)))))
+                    out = forward_batch(
+                        self.model, mu, s.temperature, with_entropy=need_entropy, compute_dtype=s.compute_dtype
+                    )
+                    adv = mu.advantages
+                    if s.use_entropy_advantage:
+                        adv = (
+                            entropy_advantage(adv, out.entropy, s.entropy_advantage_coef, s.entropy_advantage_cap_ratio)
+                            * mu.response_mask
+                        )
+                    old = mu.old_log_prob if mu.old_log_prob is not None else out.log_prob.detach()
+                    pg_loss, stats = policy_loss(
+                        out.log_prob,
+                        old,
+                        adv,
+                        mu.response_mask,
+                        s.clip_ratio_low,
+                        s.clip_ratio_high,
+                        s.clip_ratio_c,
+                        **agg,
+                        **norm,
+                    )
+                    loss = pg_loss
+                    w = mu.response_mask.sum().item()
+                    if out.entropy is not None:
+                        ent = agg_loss(out.entropy, mu.response_mask, s.loss_agg_mode, **norm)
+                        if s.entropy_coeff != 0:
+                            loss = loss - s.entropy_coeff * ent
+                        add("actor/entropy", ent.item())
+                    if mu.ref_log_prob is not None:
+                        kl = agg_loss(
+                            kl_penalty(out.log_prob, mu.ref_log_prob, s.kl_loss_type),
+                            mu.response_mask,
+                            s.loss_agg_mode,
+                            **norm,
+                        )
+                        loss = loss + s.kl_loss_coef * kl
+                        add("actor/kl_loss", kl.item())
+                    loss.backward()
+                    mb_loss += loss.item()
+                    mb_pg += pg_loss.item()
+                    add("actor/pg_clipfrac", stats["clipfrac"].item(), w)
+                    add("actor/pg_clipfrac_lower", stats["clipfrac_lower"].item(), w)
+                    add("actor/ppo_kl", stats["approx_kl"].item(), w)
+                grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), s.grad_clip)
+                if torch.isfinite(grad_norm):
+                    self.optimizer.step()
+                else:
+                    log.warning("non-finite gradient norm; optimiser step skipped")
+                    self.optimizer.zero_grad(set_to_none=True)
+                add("actor/grad_norm", grad_norm.item())
+                add("actor/pg_loss", mb_pg)
+                add("actor/loss", mb_loss)
+        lr = self.scheduler.get_last_lr()[0]
+        self.scheduler.step()
+        out = {k: sums[k] / counts[k] for k in sums if counts[k] > 0}
+        # entropy and KL were added once per micro-batch as shares of the mini-batch: sum, not average
+        for key in ("actor/entropy", "actor/kl_loss"):
+            if key in sums:
+                out[key] = sums[key] / max(1, n_mini * s.ppo_epochs)
+        out["actor/lr"] = lr
+        return out
+
+    # ------------------------------------------------------------------------------------------ metrics
+
+    def _generation_metrics(self, generated: list[Group]) -> dict[str, float]:
+        rollouts = [r for g in generated for r in g.rollouts]
+        lengths = [r.num_tokens for r in rollouts]
+        judged = [g for g in generated if g.judged]
+        out = {
+            "response_length/mean": _mean(lengths),
+            "response_length/max": float(max(lengths)) if lengths else 0.0,
+            "response_length/clip_ratio": _mean([r.finish_reason == "length" for r in rollouts]),
+            "batch/mixed_group_frac": _mean(mixed_groups([g.outcome for g in judged])) if judged else 0.0,
+            "reward/acc_generated": _mean([o for g in judged for o in g.outcome]),
+            # honest accounting: distinct ground-truth labels the reward path has read so far
+            "labels/read_train": float(len(self.gt.reads)),
+        }
+        return out
+
+    def _time_metrics(self, timing: dict[str, float], t_step: float, tokens: int) -> dict[str, float]:
+        step_time = time.time() - t_step
+        out = {f"timing_s/{k}": v for k, v in timing.items()}
+        out.update(
+            {
+                "perf/time_per_step": step_time,
+                "perf/total_num_tokens": float(tokens),
+                "perf/throughput": tokens / step_time if step_time > 0 else 0.0,
+            }
+        )
+        return out
+
+    # ------------------------------------------------------------------------------------------ state
+
+    def save(self) -> Path:
+        return ckpt.save_checkpoint(
+            self.train_dir,
+            self.step,
+            self.model,
+            self.tokenizer,
+            self.optimizer,
+            self.scheduler,
+            {"sampler": self.sampler.state_dict(), "label_reads": sorted(self.gt.reads)},
+            self.pipeline.state_dict(),
+            keep=self.s.max_ckpt_to_keep,
+        )
+
+    def _maybe_resume(self) -> None:
+        path = ckpt.latest_checkpoint(self.train_dir)
+        if path is None:
+            return
+        state = ckpt.load_checkpoint(path, self.model, self.optimizer, self.scheduler)
+        self.step = int(state["trainer"]["step"])
+        self.sampler.load_state_dict(state["trainer"]["sampler"])
+        self.gt.reads.update(state["trainer"].get("label_reads", []))
+        self.pipeline.load_state_dict(state["rewards"])
+        self.engine.sync_weights(self.model)
+        # metrics written after the checkpoint by the killed run are dropped: they will be recomputed
+        if self.metrics_path.exists():
+            rows = []
+            for line in self.metrics_path.read_text().splitlines():
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError:
+                    continue  # a line torn by the kill
+                if row.get("step", 0) <= self.step:
+                    rows.append(row)
+            atomic_write_jsonl(self.metrics_path, rows)
+            self.history = rows
+        log.info("resumed from %s (step %d)", path, self.step)
+
+
+def _mean(xs: Sequence[float | bool | None]) -> float:
+    vals = [float(x) for x in xs if x is not None]
+    return sum(vals) / len(vals) if vals else math.nan
+
+
+class _Bar:
+    """A rich progress bar: step, reward, accuracy, ETA."""
+
+    def __init__(self, enabled: bool, total: int, start: int) -> None:
+        self.enabled = enabled
+        self.total, self.start = total, start
+        self.bar = None
+
+    def __enter__(self) -> _Bar:
+        if self.enabled:
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeElapsedColumn,
+                TimeRemainingColumn,
+            )
+
+            self.bar = Progress(
+                TextColumn("train"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                TextColumn("ETA"),
+                TimeRemainingColumn(),
+                TextColumn("{task.fields[info]}"),
+            )
+            self.bar.start()
+            self.task = self.bar.add_task("train", total=self.total, completed=self.start, info="")
+        return self
+
+    def update(self, m: dict[str, float]) -> None:
+        if self.bar is None:
+            log.info(
+                "step %d: score %.3f acc %.3f (%.1fs)",
+                m["step"],
+                m.get("critic/score/mean", math.nan),
+                m.get("reward/acc_generated", math.nan),
+                m.get("perf/time_per_step", math.nan),
+            )
+            return
+        info = f"score {m.get('critic/score/mean', math.nan):.3f}  acc {m.get('reward/acc_generated', math.nan):.3f}"
+        if "val/greedy_acc" in m:
+            info += f"  val greedy {m['val/greedy_acc']:.3f}"
+        self.bar.update(self.task, completed=m["step"], info=info)
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.bar is not None:
+            self.bar.stop()

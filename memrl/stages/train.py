@@ -1,0 +1,317 @@
+"""`memrl train`: RL fine-tuning (GRPO / DAPO) of a policy, with periodic validation and checkpoints.
+
+Runbook:
+    memrl train                                     # the embedded default: tiny model, synthetic task, DAPO-style
+    memrl train algo=grpo trainer.total_steps=100   # GRPO preset (KL 0.001, seq-mean-token-mean, no filter)
+    memrl train reward=partial reward.label_ratio=0.2   # R1-p: train only on the labelled 20%
+    memrl train --resume outputs/train/<run>        # continue a killed run from its last checkpoint
+    memrl eval model.name_or_path=outputs/train/<run>   # evaluate the trained policy
+
+Writes `train/metrics.jsonl` (one object per step), `train/global_step_N/` checkpoints with `train/latest`,
+and, with `trainer.final_eval`, `eval/results_initial_*.json` and `eval/results_final_*.json` on
+`data.eval_sets` (the same measurement as `memrl eval`).
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from memrl.errors import UserError
+from memrl.run_dir import RunDir
+
+log = logging.getLogger(__name__)
+
+
+def _value(x: Any) -> Any:
+    return getattr(x, "value", x)
+
+
+def compute_dtype(name: str, device: str) -> Any:
+    """The autocast dtype of the forward passes: auto -> bfloat16 on a CUDA GPU that supports it, else None."""
+    import torch
+
+    if name == "auto":
+        if device.startswith("cuda") and torch.cuda.is_bf16_supported():
+            return torch.bfloat16
+        return None
+    table = {"float32": None, "bfloat16": torch.bfloat16, "float16": torch.float16}
+    if name not in table:
+        raise UserError(f"unknown trainer.compute_dtype={name}; valid: auto, float32, bfloat16, float16")
+    return table[name]
+
+
+def settings_from_config(cfg: DictConfig, device: str) -> Any:
+    """The loop's `TrainSettings` from the `algo`, `trainer`, `rollout` and `reward` groups, validated."""
+    from memrl.rl.trainer import TrainSettings
+
+    a, t, r = cfg.algo, cfg.trainer, cfg.rollout
+    if int(r.n) < 1:
+        raise UserError(f"rollout.n must be >= 1, got {r.n}")
+    if int(t.train_batch_size) % int(t.ppo_mini_batch_size):
+        raise UserError(
+            f"trainer.train_batch_size ({t.train_batch_size}) must be a multiple of trainer.ppo_mini_batch_size "
+            f"({t.ppo_mini_batch_size})"
+        )
+    if str(a.filter_groups.metric) != "acc":
+        raise UserError(
+            "algo.filter_groups.metric must be acc: dynamic sampling filters on the binary outcome, never on a "
+            "shaped score (shaped all-fail groups would survive and wreck the policy)"
+        )
+    from memrl.rl.core_algos import KL_TYPES, LOSS_AGG_MODES
+
+    if str(a.loss_agg_mode) not in LOSS_AGG_MODES:
+        raise UserError(f"unknown algo.loss_agg_mode={a.loss_agg_mode}; valid: {', '.join(LOSS_AGG_MODES)}")
+    if str(a.kl_loss_type) not in KL_TYPES:
+        raise UserError(f"unknown algo.kl_loss_type={a.kl_loss_type}; valid: {', '.join(KL_TYPES)}")
+    kl_coef = float(a.kl_loss_coef) if a.use_kl_loss else 0.0
+    if kl_coef < 0:
+        raise UserError(f"algo.kl_loss_coef must be >= 0, got {a.kl_loss_coef}")
+    return TrainSettings(
+        total_steps=int(t.total_steps),
+        train_batch_size=int(t.train_batch_size),
+        gen_batch_size=int(t.gen_batch_size or t.train_batch_size),
+        ppo_mini_batch_size=int(t.ppo_mini_batch_size),
+        ppo_epochs=int(t.ppo_epochs),
+        micro_batch_size=int(t.micro_batch_size),
+        n=int(r.n),
+        temperature=float(r.temperature),
+        top_p=float(r.top_p),
+        top_k=int(r.top_k),
+        max_new_tokens=int(r.max_new_tokens),
+        stop=tuple(r.stop),
+        norm_adv_by_std=bool(a.norm_adv_by_std_in_grpo),
+        use_entropy_advantage=bool(a.use_entropy_advantage),
+        entropy_advantage_coef=float(a.entropy_advantage_coef),
+        entropy_advantage_cap_ratio=float(a.entropy_advantage_cap_ratio),
+        clip_ratio_low=float(a.clip_ratio_low),
+        clip_ratio_high=float(a.clip_ratio_high),
+        clip_ratio_c=None if a.clip_ratio_c is None else float(a.clip_ratio_c),
+        loss_agg_mode=str(_value(a.loss_agg_mode)),
+        kl_loss_coef=kl_coef,
+        kl_loss_type=str(_value(a.kl_loss_type)),
+        entropy_coeff=float(a.entropy_coeff),
+        filter_groups=bool(a.filter_groups.enable),
+        max_num_gen_batches=int(a.filter_groups.max_num_gen_batches),
+        mask_truncated=bool(a.mask_truncated_completions),
+        lr=float(t.lr),
+        lr_warmup_steps=int(t.lr_warmup_steps),
+        weight_decay=float(t.weight_decay),
+        betas=tuple(float(b) for b in t.betas),
+        grad_clip=float(t.grad_clip),
+        compute_dtype=compute_dtype(str(t.compute_dtype), device),
+        test_freq=int(t.test_freq),
+        val_before_train=bool(t.val_before_train),
+        save_freq=int(t.save_freq),
+        max_ckpt_to_keep=None if t.max_ckpt_to_keep is None else int(t.max_ckpt_to_keep),
+        resume=str(t.resume),
+        progress=bool(t.progress),
+        seed=int(cfg.seed),
+    )
+
+
+def build_reward_pipeline(cfg: DictConfig) -> Any:
+    """The reward components named by `reward.name`, plus the overlong penalty when enabled."""
+    from memrl.rewards.base import RewardPipeline
+    from memrl.rewards.oracle import GroundTruthReward, OverlongPenalty
+
+    name = str(cfg.reward.name)
+    if name not in ("oracle", "partial"):
+        if name == "memreward":
+            from memrl.errors import NotBuiltError
+
+            raise NotBuiltError("reward=memreward is not built yet (the MemReward issue); use reward=oracle or partial")
+        raise UserError(f"unknown reward.name={name}; valid: oracle, partial")
+    components = [GroundTruthReward()]
+    ob = cfg.reward.overlong_buffer
+    if ob.enable:
+        if int(ob.len) <= 0 or int(ob.len) > int(cfg.rollout.max_new_tokens):
+            raise UserError(
+                f"reward.overlong_buffer.len must be in 1..rollout.max_new_tokens ({cfg.rollout.max_new_tokens}), "
+                f"got {ob.len}"
+            )
+        components.append(OverlongPenalty(int(ob.len), float(ob.penalty_factor)))
+    return RewardPipeline(components)
+
+
+def label_ratio(cfg: DictConfig) -> float:
+    """oracle labels everything; partial labels `reward.label_ratio` of the training queries."""
+    ratio = float(cfg.reward.label_ratio)
+    if not 0.0 < ratio <= 1.0:
+        raise UserError(f"reward.label_ratio must be in (0, 1], got {ratio}")
+    if str(cfg.reward.name) == "oracle" and ratio != 1.0:
+        raise UserError("reward=oracle labels every query; for fewer labels use reward=partial reward.label_ratio=...")
+    return ratio
+
+
+def run(cfg: DictConfig, run_dir: RunDir) -> dict[str, Any]:
+    """Train as configured; returns the final evaluation (or the last step's metrics)."""
+    from memrl.data.loaders import load_eval_sets, load_problems
+    from memrl.data.templates import format_prompt, resolve_style
+    from memrl.eval.runner import EvalSettings, evaluate_problems
+    from memrl.grading import Grader
+    from memrl.policy.load import load_policy
+    from memrl.rewards.labels import GroundTruth, nested_labelled_ids
+    from memrl.rl.trainer import Trainer
+    from memrl.stages.evaluate import build_engine, evaluate_model, seed_everything
+    from memrl.tracking import build_tracker
+
+    seed_everything(int(cfg.seed))
+    if cfg.data.train_set is None:
+        raise UserError(
+            "this data config has no training set (data.train_set); use data=synthetic, or give one: "
+            "data.train_set={name: mine, source: local, path: train.jsonl, split: train}"
+        )
+    data_dir = Path(cfg.paths.data_dir)
+    train_problems = load_problems(cfg.data.train_set, data_dir, cfg.data.synthetic)
+    val_problems = load_problems(cfg.data.val_set, data_dir, cfg.data.synthetic) if cfg.data.val_set else []
+    if cfg.trainer.val_limit is not None:
+        val_problems = val_problems[: int(cfg.trainer.val_limit)]
+    labelled = nested_labelled_ids([p.id for p in train_problems], label_ratio(cfg), int(cfg.reward.label_seed))
+    ground_truth = GroundTruth(train_problems, labelled)
+    log.info(
+        "training queries: %d, labelled: %d (label_ratio %.2f); validation queries: %d",
+        len(train_problems),
+        len(labelled),
+        float(cfg.reward.label_ratio),
+        len(val_problems),
+    )
+
+    # parameters and optimiser stay float32 (lr 1e-6 updates vanish in bf16); the forward passes autocast
+    model_cfg = copy.deepcopy(cfg.model)
+    if str(model_cfg.dtype) == "auto":
+        OmegaConf.set_struct(model_cfg, False)
+        model_cfg.dtype = "float32"
+    model, tokenizer, model_path = load_policy(model_cfg, cfg.paths.cache_dir)
+    device = str(next(model.parameters()).device)
+    settings = settings_from_config(cfg, device)
+    if cfg.trainer.gradient_checkpointing:
+        model.gradient_checkpointing_enable()
+    model.train()
+    ref_model = None
+    if settings.kl_loss_coef > 0:
+        ref_model = copy.deepcopy(model).eval()
+        ref_model.requires_grad_(False)
+        log.info("reference model loaded for the KL term (coef %g, %s)", settings.kl_loss_coef, settings.kl_loss_type)
+
+    style = resolve_style(cfg.model.prompt_style, tokenizer)
+    answer_format = str(_value(cfg.data.answer_format))
+
+    def prompt_fn(p: Any) -> str:
+        return format_prompt(p, tokenizer, style, answer_format, cfg.model.system_prompt)
+
+    engine = build_engine(cfg.rollout, model, tokenizer)
+    config = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
+    tracker = build_tracker(cfg.logger, str(run_dir.root), config, name=f"train-{Path(run_dir.root).name}")
+    pipeline = build_reward_pipeline(cfg)
+    eval_sets = (
+        load_eval_sets(cfg.data.eval_sets, data_dir, cfg.data.synthetic, limit=cfg.eval.limit)
+        if cfg.trainer.final_eval and cfg.data.eval_sets
+        else {}
+    )
+
+    with Grader(
+        num_workers=int(cfg.grading.num_workers),
+        timeout_s=float(cfg.grading.timeout_s),
+        answer_formats=[_value(f) for f in cfg.grading.answer_formats],
+    ) as grader:
+        val_settings = EvalSettings(
+            greedy=True,
+            n=int(cfg.trainer.val_n),
+            ks=tuple(k for k in (1, 2, 4, 8, 16, 32, 64) if k <= int(cfg.trainer.val_n)),
+            temperature=float(cfg.eval.temperature),
+            top_p=float(cfg.eval.top_p),
+            max_new_tokens=int(cfg.eval.max_new_tokens or cfg.rollout.max_new_tokens),
+            stop=tuple(cfg.rollout.stop),
+            prompt_style=style,
+            answer_format=answer_format,
+            system_prompt=cfg.model.system_prompt,
+            seed=int(cfg.seed),
+        )
+
+        def validate(step: int) -> dict[str, float]:
+            metrics, _ = evaluate_problems(engine, tokenizer, val_problems, val_settings, grader)
+            out = {"val/greedy_acc": metrics["greedy_acc"]}
+            if val_settings.n > 0:
+                out[f"val/mean@{val_settings.n}"] = metrics[f"mean@{val_settings.n}"]
+                out.update({f"val/pass@{k}": v for k, v in metrics["pass@k"].items()})
+            log.info("validation at step %d: %s", step, out)
+            return out
+
+        trainer = Trainer(
+            settings,
+            model,
+            tokenizer,
+            engine,
+            pipeline,
+            ground_truth,
+            train_problems,
+            prompt_fn,
+            grader,
+            Path(run_dir.root),
+            ref_model=ref_model,
+            validate=validate if val_problems else None,
+            log_fn=tracker.log,
+        )
+        resumed = (Path(run_dir.root) / "train" / "latest").exists() and settings.resume == "auto"
+        initial = None
+        if eval_sets and not resumed:
+            log.info("evaluating the initial policy on %s", ", ".join(eval_sets))
+            initial = evaluate_model(
+                cfg,
+                run_dir,
+                model,
+                tokenizer,
+                model_path,
+                eval_sets,
+                tag="initial_",
+                tracker=tracker,
+                print_table=False,
+            )
+            model.train()
+        t0 = time.time()
+        history = trainer.fit()
+        train_seconds = time.time() - t0
+        final = None
+        if eval_sets:
+            final = evaluate_model(
+                cfg,
+                run_dir,
+                model,
+                tokenizer,
+                str(trainer.train_dir / "latest"),
+                eval_sets,
+                tag="final_",
+                tracker=tracker,
+            )
+    tracker.finish()
+    # validation reads the gold answers of its queries: they count against the label budget
+    n_val_labels = len(val_problems) if (settings.test_freq > 0 or settings.val_before_train) else 0
+    summary = {
+        "steps": trainer.step,
+        "train_seconds": round(train_seconds, 1),
+        "labels": {
+            "label_ratio": float(cfg.reward.label_ratio),
+            "labelled_train_queries": len(labelled),
+            "train_labels_read": len(ground_truth.reads),
+            "validation_labels_used": n_val_labels,
+            "total_labels_consumed": len(ground_truth.reads) + n_val_labels,
+        },
+        "initial": None if initial is None else initial["overall"],
+        "final": None if final is None else final["overall"],
+        "last_step": history[-1] if history else None,
+    }
+    from memrl.utils.io import atomic_write_json
+
+    atomic_write_json(run_dir.path("train") / "summary.json", summary)
+    if initial is not None and final is not None:
+        a, b = initial["overall"].get("greedy_acc"), final["overall"].get("greedy_acc")
+        msg = f"greedy accuracy on {', '.join(eval_sets)}: {100 * a:.1f}% before -> {100 * b:.1f}% after training"
+        log.info(msg)
+        print(msg)
+    return summary
