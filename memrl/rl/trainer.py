@@ -13,6 +13,7 @@ import json
 import logging
 import math
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -282,7 +283,9 @@ class Trainer:
         metrics.update(self.pipeline.metrics(generated))
         if not groups:
             log.warning("step %d: no group to train on (all outcomes equal); skipping the update", self.step + 1)
-            self.scheduler.step()
+            with warnings.catch_warnings():  # the schedule counts RL steps, updated or not
+                warnings.simplefilter("ignore", UserWarning)
+                self.scheduler.step()
             metrics.update(self._time_metrics(timing, t_step, 0))
             return StepResult(metrics, [])
 
@@ -331,7 +334,31 @@ class Trainer:
         timing["update_actor"] = time.time() - t
         self.engine.sync_weights(self.model)
         metrics.update(self._time_metrics(timing, t_step, int(batch.attention_mask.sum().item())))
+        metrics.update(self._metrics_only_truth(generated))
         return StepResult(metrics, groups)
+
+    def _metrics_only_truth(self, generated: list[Group]) -> dict[str, float]:
+        """How right the rewards were on unlabelled queries, from their ground truth: metrics only.
+
+        Runs after the update, when nothing can feed back into this step's rewards, filters or models.
+        """
+        todo = [g for g in generated if not g.labelled]
+        if not todo:
+            return {}
+        from memrl.grading import GradeItem
+
+        items = [
+            GradeItem(g.problem.domain, r.text, self.gt.metrics_answer(g.problem.id), g.problem.metadata)
+            for g in todo
+            for r in g.rollouts
+        ]
+        truth = [float(res.correct) for res in self.grader.grade_batch(items)]
+        believed = [o for g in todo for o in g.outcome]
+        pairs = [(t, b) for t, b in zip(truth, believed) if b is not None]
+        out = {"metrics_only/acc_unlabelled": _mean(truth)}
+        if pairs:
+            out["metrics_only/outcome_agreement_unlabelled"] = _mean([t == b for t, b in pairs])
+        return out
 
     @torch.no_grad()
     def _score(self, model: Any, batch: RolloutBatch, positions: torch.Tensor | None):

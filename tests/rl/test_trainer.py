@@ -1,0 +1,236 @@
+"""The training loop: updates move the policy the right way, dynamic sampling, label honesty, checkpoints."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+from memrl.data.problem import Problem
+from memrl.data.templates import format_prompt
+from memrl.grading import Grader
+from memrl.rewards.base import Group, RewardComponent, RewardPipeline
+from memrl.rewards.labels import GroundTruth, UnlabelledAccessError, nested_labelled_ids
+from memrl.rewards.oracle import GroundTruthReward
+from memrl.rl.trainer import Trainer, TrainSettings
+from memrl.rollout.hf_engine import HFEngine
+from memrl.rollout.records import Rollout
+
+
+class ScriptedEngine:
+    """Rollouts chosen by a function of (problem index, sample index): fully controlled outcomes."""
+
+    def __init__(self, tokenizer, problems, answer_fn):
+        self.tok = tokenizer
+        self.index = {format_prompt(p): i for i, p in enumerate(problems)}
+        self.problems = problems
+        self.answer_fn = answer_fn
+        self.calls = 0
+
+    def sync_weights(self, model):
+        pass
+
+    def generate(self, prompts, params, progress=None):
+        self.calls += 1
+        out = []
+        for pi, prompt in enumerate(prompts):
+            i = self.index[prompt]
+            group = []
+            for j in range(params.n):
+                text = f"Careful: \\boxed{{{self.answer_fn(i, j, self.problems[i])}}}"
+                ids = self.tok(text, add_special_tokens=False)["input_ids"] + [self.tok.eos_token_id]
+                p_ids = self.tok(prompt, add_special_tokens=False)["input_ids"]
+                group.append(Rollout(pi, j, prompt, text, ids, p_ids, "stop"))
+            out.append(group)
+        return out
+
+
+def make_trainer(policy, problems, tmp_path, engine=None, labelled=None, components=None, **overrides):
+    model, tok = policy
+    settings = TrainSettings(
+        total_steps=2,
+        train_batch_size=4,
+        gen_batch_size=4,
+        ppo_mini_batch_size=4,
+        n=4,
+        max_new_tokens=24,
+        lr=1e-3,
+        progress=False,
+        resume="disable",
+    )
+    settings = dataclasses.replace(settings, **overrides)
+    gt = GroundTruth(problems, labelled if labelled is not None else {p.id for p in problems})
+    return Trainer(
+        settings,
+        model,
+        tok,
+        engine or HFEngine(model, tok),
+        RewardPipeline(components or [GroundTruthReward()]),
+        gt,
+        problems,
+        format_prompt,
+        Grader(num_workers=0),
+        tmp_path,
+    )
+
+
+def test_steps_change_parameters_and_raise_rewarded_log_probs(policy, synthetic_train, tmp_path):
+    """A fixed batch with fixed old log-probs: repeated updates lower the surrogate loss and move the policy
+    towards the rewarded completions."""
+    problems = synthetic_train[:4]
+    # sample 0 and 1 of every group are right, 2 and 3 wrong
+    engine = ScriptedEngine(policy[1], problems, lambda i, j, p: p.answer if j < 2 else int(p.answer) + 1)
+    tr = make_trainer(policy, problems, tmp_path, engine=engine, clip_ratio_low=10.0, clip_ratio_high=10.0, lr=1e-4)
+    before = {k: v.clone() for k, v in tr.model.state_dict().items()}
+    timing = dict.fromkeys(("gen", "reward"), 0.0)
+    groups, _, _ = tr.collect_groups(timing)
+    assert [g.outcome for g in groups] == [[1.0, 1.0, 0.0, 0.0]] * 4
+    from memrl.rl.batch import build_batch
+    from memrl.rl.core_algos import grpo_advantages
+
+    rollouts = [r for g in groups for r in g.rollouts]
+    gids = [i for i, g in enumerate(groups) for _ in g.rollouts]
+    batch = build_batch(rollouts, gids, [s for g in groups for s in g.score], tr.tokenizer.pad_token_id)
+    batch.old_log_prob, _ = tr._score(tr.model, batch, None)
+    adv = grpo_advantages(batch.scores, gids)
+    batch.advantages = adv.unsqueeze(1) * batch.response_mask
+    losses = [tr._update(batch, groups, 1)["actor/pg_loss"] for _ in range(8)]
+    assert losses[-1] < losses[0] - 1e-3
+    after, _ = tr._score(tr.model, batch, None)
+    seq = ((after - batch.old_log_prob) * batch.response_mask).sum(1)
+    # within every group, the right completions gained log-probability relative to the wrong ones
+    # (completions share a prefix, so absolute changes can go either way)
+    for g in range(4):
+        rows = torch.arange(4 * g, 4 * g + 4)
+        assert seq[rows][adv[rows] > 0].min() > seq[rows][adv[rows] < 0].max()
+    assert seq[adv > 0].mean() > 0
+    changed = [k for k, v in tr.model.state_dict().items() if not torch.equal(v, before[k])]
+    assert len(changed) > 10
+
+
+def test_dynamic_sampling_keeps_mixed_groups_and_refills(policy, synthetic_train, tmp_path):
+    problems = synthetic_train[:12]
+
+    # problems 0-3 all right, 4-7 all wrong, 8-11 mixed; the sampler walks a permutation of 12
+    def answer(i, j, p):
+        if i < 4 or (i >= 8 and j == 0):
+            return p.answer
+        return int(p.answer) + 1
+
+    engine = ScriptedEngine(policy[1], problems, answer)
+    tr = make_trainer(policy, problems, tmp_path, engine=engine, filter_groups=True, max_num_gen_batches=10)
+    result = tr.train_step()
+    assert len(result.trained_groups) == 4
+    assert all(0 < sum(g.outcome) < len(g.outcome) for g in result.trained_groups)
+    assert {int(g.problem.id.split("-")[-1]) for g in result.trained_groups} <= {
+        int(p.id.split("-")[-1]) for p in problems[8:]
+    }
+    # the 4 mixed prompts of 12 are found after 2 or 3 batches of 4 (one permutation covers every prompt)
+    assert result.metrics["batch/num_gen_batches"] == engine.calls >= 2
+    assert result.metrics["batch/trained_groups"] == 4
+
+
+def test_dynamic_sampling_stops_at_max_num_gen_batches(policy, synthetic_train, tmp_path):
+    problems = synthetic_train[:8]
+    engine = ScriptedEngine(policy[1], problems, lambda i, j, p: p.answer)  # never mixed
+    tr = make_trainer(policy, problems, tmp_path, engine=engine, filter_groups=True, max_num_gen_batches=3)
+    before = {k: v.clone() for k, v in tr.model.state_dict().items()}
+    result = tr.train_step()
+    assert engine.calls == 3 and result.trained_groups == []
+    assert all(torch.equal(v, before[k]) for k, v in tr.model.state_dict().items())
+
+
+class Tripwire(str):
+    """A gold answer that must never be read: any use of it as a string raises."""
+
+    def _boom(self, *a, **k):
+        raise AssertionError("the ground truth of an unlabelled query was read")
+
+    __str__ = __eq__ = __hash__ = __len__ = __iter__ = __getitem__ = strip = split = _boom  # noqa: E731
+
+
+class JudgesEverything(RewardComponent):
+    """A stand-in reward model for unlabelled queries (what MemReward will be): outcome from the text."""
+
+    name = "stand_in"
+    trains_on_unlabelled = True
+
+    def score(self, groups, ctx):
+        for g in groups:
+            for i, r in enumerate(g.rollouts):
+                if g.outcome[i] is None:
+                    assert g.problem.answer is None  # components see problems without answers
+                    g.outcome[i] = float(r.sample_index == 0)
+                    g.score[i] += g.outcome[i]
+
+
+def test_reward_path_never_reads_unlabelled_ground_truth(policy, synthetic_train, tmp_path):
+    problems = list(synthetic_train[:16])
+    labelled = nested_labelled_ids([p.id for p in problems], 0.5, seed=0)
+    assert len(labelled) == 8
+    armed = {"on": True}
+
+    class Guarded(Tripwire):
+        pass
+
+    def guard(p):
+        return p if p.id in labelled else dataclasses.replace(p, answer=Guarded(p.answer))
+
+    guarded = [guard(p) for p in problems]
+    engine = ScriptedEngine(policy[1], problems, lambda i, j, p: p.answer if j == 0 else 0)
+
+    tr = make_trainer(
+        policy,
+        guarded,
+        tmp_path,
+        engine=engine,
+        labelled=labelled,
+        components=[GroundTruthReward(), JudgesEverything()],
+        train_batch_size=8,
+        gen_batch_size=8,
+        ppo_mini_batch_size=8,
+    )
+    # metrics may read the truth of unlabelled queries, but only outside the reward path
+    real_metrics_answer = tr.gt.metrics_answer
+    tr.gt.metrics_answer = lambda pid: str.__str__(real_metrics_answer(pid)) if not armed["on"] else Tripwire._boom()
+    original_score = tr.pipeline.score
+
+    def score_then_disarm(groups, ctx):
+        armed["on"] = True
+        original_score(groups, ctx)
+        armed["on"] = False
+
+    tr.pipeline.score = score_then_disarm
+    seen_unlabelled = 0
+    for _ in range(3):
+        armed["on"] = True
+        result = tr.train_step()
+        seen_unlabelled += sum(not g.labelled for g in result.trained_groups)
+        assert "metrics_only/acc_unlabelled" in result.metrics
+    assert seen_unlabelled > 0  # unlabelled queries really went through the reward path
+    assert tr.gt.reads <= labelled
+    with pytest.raises(UnlabelledAccessError):
+        tr.gt.labelled_answer(next(p.id for p in problems if p.id not in labelled))
+
+
+def test_partial_rewards_train_only_on_labelled_queries(policy, synthetic_train, tmp_path):
+    problems = list(synthetic_train[:16])
+    labelled = nested_labelled_ids([p.id for p in problems], 0.25, seed=1)
+    tr = make_trainer(policy, problems, tmp_path, labelled=labelled)
+    assert {p.id for p in tr.problems} == labelled
+    result = tr.train_step()
+    assert all(g.labelled for g in result.trained_groups)
+
+
+def test_nested_label_split():
+    ids = [f"q{i}" for i in range(200)]
+    sets = [nested_labelled_ids(ids, r, seed=3) for r in (0.1, 0.2, 0.3, 0.5, 0.7, 1.0)]
+    assert [len(s) for s in sets] == [20, 40, 60, 100, 140, 200]
+    assert all(a <= b for a, b in zip(sets, sets[1:]))
+    assert nested_labelled_ids(ids, 0.2, seed=4) != sets[1]
+
+
+def test_group_defaults():
+    g = Group(problem=Problem("x", "q", None), prompt="p", rollouts=[None, None], labelled=False)  # type: ignore[list-item]
+    assert g.outcome == [None, None] and g.score == [0.0, 0.0] and not g.judged
