@@ -178,32 +178,17 @@ def _summary(m: dict[str, Any]) -> str:
 
 
 class _progress:
-    """A rich progress bar with ETA over problems x passes; yields an `advance(n)` callback."""
+    """The eval progress bar over problems x passes; yields an `advance(n)` callback."""
 
     def __init__(self, total: int) -> None:
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeElapsedColumn,
-            TimeRemainingColumn,
-        )
+        from memrl.utils.progress import progress_bar
 
         self.total = total
-        self.bar = Progress(
-            TextColumn("eval"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            TextColumn("ETA"),
-            TimeRemainingColumn(),
-            transient=False,
-        )
+        self.bar = progress_bar("eval")
 
     def __enter__(self):
         self.bar.__enter__()
-        task = self.bar.add_task("eval", total=self.total)
+        task = self.bar.add_task("eval", total=self.total, info="")
         return lambda n: self.bar.advance(task, n)
 
     def __exit__(self, *exc: Any) -> None:
