@@ -136,3 +136,17 @@ def test_misspelt_key_exits_nonzero_without_traceback(tmp_path):
     assert out.returncode != 0
     assert "Key 'nn' not in 'EvalConfig'" in out.stderr
     assert "Traceback" not in out.stderr
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["data=gsm8k"], "no training set"),
+        (["algo.loss_agg_mode=mean"], "valid: token-mean"),
+        (["--resume", "nowhere"], "not a memrl run directory"),
+    ],
+)
+def test_train_user_errors_are_one_line(tmp_path, args, message):
+    out = memrl("train", *args, "trainer.final_eval=false", cwd=tmp_path)
+    assert out.returncode == 2, out.stderr
+    assert message in out.stderr and "Traceback" not in out.stderr

@@ -1,0 +1,47 @@
+"""`memrl train` config checks: user mistakes become one clear error naming the key and the valid values."""
+
+from __future__ import annotations
+
+import pytest
+
+from memrl.errors import NotBuiltError, UserError
+from memrl.stages.train import build_reward_pipeline, label_ratio, settings_from_config
+
+
+def test_settings_map_the_dapo_preset(compose_eval):
+    s = settings_from_config(compose_eval(config_name="train"), "cpu")
+    assert (s.clip_ratio_low, s.clip_ratio_high, s.clip_ratio_c) == (0.2, 0.28, 10.0)
+    assert s.filter_groups and s.loss_agg_mode == "token-mean" and s.kl_loss_coef == 0.0
+    assert s.compute_dtype is None  # float32 on a CPU
+    g = settings_from_config(compose_eval("algo=grpo", config_name="train"), "cpu")
+    assert g.kl_loss_coef == 0.001 and g.loss_agg_mode == "seq-mean-token-mean" and not g.filter_groups
+    off = settings_from_config(compose_eval("algo=grpo", "algo.use_kl_loss=false", config_name="train"), "cpu")
+    assert off.kl_loss_coef == 0.0  # no reference model is loaded
+
+
+@pytest.mark.parametrize(
+    "override,message",
+    [
+        ("algo.loss_agg_mode=mean", "valid: token-mean, seq-mean-token-mean"),
+        ("algo.kl_loss_type=k3", "valid: low_var_kl, kl, mse, abs"),
+        ("algo.filter_groups.metric=score", "binary outcome"),
+        ("trainer.ppo_mini_batch_size=5", "multiple of trainer.ppo_mini_batch_size"),
+        ("trainer.compute_dtype=fp8", "valid: auto, float32, bfloat16, float16"),
+    ],
+)
+def test_bad_settings_name_the_key(compose_eval, override, message):
+    with pytest.raises(UserError, match=message):
+        settings_from_config(compose_eval(override, config_name="train"), "cpu")
+
+
+def test_reward_choices(compose_eval):
+    assert [c.name for c in build_reward_pipeline(compose_eval(config_name="train")).components] == ["ground_truth"]
+    ob = compose_eval("reward.overlong_buffer.enable=true", config_name="train")
+    assert [c.name for c in build_reward_pipeline(ob).components] == ["ground_truth", "overlong"]
+    with pytest.raises(NotBuiltError):
+        build_reward_pipeline(compose_eval("reward.name=memreward", config_name="train"))
+    with pytest.raises(UserError, match="valid: oracle, partial"):
+        build_reward_pipeline(compose_eval("reward.name=magic", config_name="train"))
+    with pytest.raises(UserError, match="reward=partial"):
+        label_ratio(compose_eval("reward.label_ratio=0.5", config_name="train"))
+    assert label_ratio(compose_eval("reward=partial", config_name="train")) == 0.2
