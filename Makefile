@@ -7,6 +7,7 @@ PYTHON ?= $(shell for p in python3.11 python3.12 python3.13 python3; do \
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+BENCH_STAMP := $(VENV)/.installed-bench
 # CPU machines pin torch to the CPU wheel; with a GPU, pip keeps/chooses the CUDA build.
 CONSTRAINTS := $(shell command -v nvidia-smi >/dev/null 2>&1 || echo "-c constraints-cpu.txt")
 TEST_ENV := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 WANDB_MODE=offline TOKENIZERS_PARALLELISM=false
@@ -35,9 +36,15 @@ test-all: install ## Run every test, slow ones included
 tiny: install ## Build the tiny default model now (cached; `memrl info` shows where)
 	$(BIN)/memrl info --build-tiny
 
-bench: install ## Benchmarks (printed as ratios against a baseline measured in the same run)
+# TRL, the baseline of bench_trainer.py, is the optional extra `bench`: installed once, again when pyproject.toml changes
+$(BENCH_STAMP): $(STAMP)
+	$(BIN)/pip install $(CONSTRAINTS) -e ".[bench]"
+	touch $(BENCH_STAMP)
+
+bench: $(BENCH_STAMP) ## Benchmarks (printed as ratios against a baseline measured in the same run; installs TRL for the last)
 	$(TEST_ENV) $(BIN)/python scripts/bench_grading.py
 	$(TEST_ENV) $(BIN)/python scripts/bench_rollout.py
+	$(TEST_ENV) $(BIN)/python scripts/bench_trainer.py
 
 demo: install ## Evaluate the tiny model on the synthetic test split (greedy + pass@k), then on 20 GSM8K problems
 	$(BIN)/memrl eval

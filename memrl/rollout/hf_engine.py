@@ -3,16 +3,25 @@
 The engine holds a reference to the live policy module, so a policy update is visible to the next
 `generate` call without copying weights (`sync_weights` is a no-op kept for the engine interface;
 a vLLM engine holds its own copy and must be synced).
+
+With `n > 1` each prompt goes through the model once, not `n` times: the KV cache of the prompt (all
+but its last token) is computed per prompt and repeated for its `n` copies, and `generate` continues
+from it (`_shared_prompt_cache`). Positions, masks and random draws are those of the plain call, so the
+completions are the same (bit for bit on the CPU, tests/rollout); only the prompt's compute is saved,
+(n - 1) / n of it.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
 
 from memrl.rollout.records import Rollout, SamplingParams
+
+log = logging.getLogger(__name__)
 
 
 class HFEngine:
@@ -85,7 +94,14 @@ class HFEngine:
             )
         if params.stop:
             gen_kwargs.update(stop_strings=list(params.stop), tokenizer=tok)
-        seqs = self.model.generate(**enc, **gen_kwargs)
+        inputs: dict[str, Any] = dict(enc)
+        cache = _shared_prompt_cache(self.model, enc["input_ids"], enc["attention_mask"], params.n)
+        if cache is not None:
+            # the prompts' rows repeated as num_return_sequences would, the prompt already in the cache
+            inputs = {k: v.repeat_interleave(params.n, dim=0) for k, v in enc.items()}
+            inputs["past_key_values"] = cache
+            gen_kwargs["num_return_sequences"] = 1
+        seqs = self.model.generate(**inputs, **gen_kwargs)
         prompt_len = enc["input_ids"].shape[1]
         completions = seqs[:, prompt_len:].tolist()
         prompt_ids = [ids[mask.bool()].tolist() for ids, mask in zip(enc["input_ids"], enc["attention_mask"])]
@@ -100,6 +116,41 @@ class HFEngine:
                 group.append(Rollout(offset + i, j, prompt, text, ids, prompt_ids[i], reason))
             groups.append(group)
         return groups
+
+
+def _shared_prompt_cache(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor, n: int) -> Any:
+    """The KV cache of each (left-padded) prompt but its last token, computed once and repeated `n` times.
+
+    `generate(num_return_sequences=n)` repeats each prompt `n` times and runs every copy through the model;
+    from this cache it runs only the last prompt token of each copy, at the positions it would have used
+    (attention-mask cumsum, as `generate` computes them), then samples as before. Returns None where it
+    does not apply (n == 1, one-token prompts) or the model cannot take a `DynamicCache` (then the plain
+    call runs).
+    """
+    if n < 2 or input_ids.shape[1] < 2 or not getattr(model.config, "use_cache", True):
+        return None
+    try:
+        from transformers import DynamicCache
+
+        try:
+            cache = DynamicCache(config=model.config)  # sliding-window layers keep their window
+        except TypeError:  # an older transformers
+            cache = DynamicCache()
+        ids, mask = input_ids[:, :-1], attention_mask[:, :-1]
+        position_ids = (mask.long().cumsum(-1) - 1).masked_fill(mask == 0, 1)
+        model(
+            input_ids=ids,
+            attention_mask=mask,
+            position_ids=position_ids,
+            past_key_values=cache,
+            use_cache=True,
+            logits_to_keep=1,
+        )
+        cache.batch_repeat_interleave(n)
+    except (TypeError, ValueError, AttributeError, NotImplementedError) as e:
+        log.debug("no shared prompt cache for %s (%s); each copy of a prompt is run", type(model).__name__, e)
+        return None
+    return cache
 
 
 def _trim(ids: list[int], eos_id: int | None, pad_id: int | None, params: SamplingParams) -> tuple[list[int], str]:

@@ -72,3 +72,45 @@ def test_stop_strings(engine, prompts):
             assert r.finish_reason == "stop"
             # generation ended right after the stop string: nothing follows it but what its token carried
             assert r.text.count("=") == 1
+
+
+@pytest.mark.parametrize("top_p", [1.0, 0.9])
+def test_shared_prompt_cache_changes_no_completion(engine, prompts, monkeypatch, top_p):
+    """n > 1 runs each prompt once and repeats its KV cache: the same completions as n copies run through
+    the model (same seed, same random draws), and the cache is really used."""
+    import memrl.rollout.hf_engine as hf
+
+    params = SamplingParams(n=4, temperature=1.0, top_p=top_p, max_new_tokens=32, seed=7)
+    calls = []
+    real = hf._shared_prompt_cache
+
+    def spy(*args):
+        cache = real(*args)
+        calls.append(cache is not None)
+        return cache
+
+    monkeypatch.setattr(hf, "_shared_prompt_cache", spy)
+    shared = engine.generate(prompts, params)
+    assert calls and all(calls)
+    monkeypatch.setattr(hf, "_shared_prompt_cache", lambda *args: None)
+    plain = engine.generate(prompts, params)
+    assert [[(r.token_ids, r.finish_reason, r.prompt_token_ids) for r in g] for g in shared] == [
+        [(r.token_ids, r.finish_reason, r.prompt_token_ids) for r in g] for g in plain
+    ]
+
+
+def test_greedy_copies_are_the_greedy_completion(engine, prompts):
+    one = [g[0].token_ids for g in engine.generate(prompts, SamplingParams(n=1, temperature=0.0, max_new_tokens=32))]
+    three = engine.generate(prompts, SamplingParams(n=3, temperature=0.0, max_new_tokens=32))
+    assert [[r.token_ids for r in g] for g in three] == [[ids] * 3 for ids in one]
+
+
+def test_shared_prompt_cache_not_for_one_sample_or_one_token(engine):
+    import torch
+
+    from memrl.rollout.hf_engine import _shared_prompt_cache
+
+    ids = torch.tensor([[5, 6, 7]])
+    assert _shared_prompt_cache(engine.model, ids, torch.ones_like(ids), 1) is None
+    assert _shared_prompt_cache(engine.model, ids[:, :1], torch.ones_like(ids[:, :1]), 4) is None
+    assert _shared_prompt_cache(engine.model, ids, torch.ones_like(ids), 4) is not None
