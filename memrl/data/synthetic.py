@@ -10,16 +10,17 @@ Families and levels
 Four families (`FAMILIES`), recognisable from the question's operators, so that problems of a family are
 similar to each other and query similarity carries information about correctness (what MemReward needs):
 
-- ``add``: a number 10-89 plus one-digit numbers, ``Compute 37 + 8 + 5.``
-- ``sub``: a number 20-89 minus one-digit numbers, ``Compute 64 - 7 - 9.``
-- ``mul``: a small product (2-9 times 2-5), then one-digit additions or subtractions, ``Compute 7 * 4 + 8.``
-- ``mix``: a number 10-89, then both additions and subtractions of one-digit numbers, ``Compute 52 + 9 - 4.``
+- ``add``: a number 10-39 plus numbers 1-5, ``Compute 37 + 4 + 5.``
+- ``sub``: a number 15-49 minus numbers 1-5, ``Compute 44 - 3 - 5.``
+- ``mul``: a small product (2-9 times 2-5), then additions or subtractions of 1-5, ``Compute 7 * 4 + 3.``
+- ``mix``: a number 10-49, then both additions and subtractions of numbers 1-5, ``Compute 32 + 5 - 4.``
 
 Level ``l`` (1-3) has ``l`` additions or subtractions after the head (the first number, or the product of
 ``mul``); ``mix``, which must both add and subtract, has one more. So completions stay short (two to five
 equations at most, under 50 tokens of the tiny model). Every step is "running value (at most two digits)
-plus or minus one digit", or one small table product: the arithmetic a ~1M-parameter model learns in a
-two-minute supervised warm start (TOY.md: longer numbers are out of reach). Longer chains are harder
+plus or minus 1-5", or one small table product: the arithmetic a ~1M-parameter model learns in a
+few-minute supervised warm start (TOY.md: longer numbers are out of reach; with operands 1-9 and heads
+up to 89 its careful steps were still wrong on most ``mix`` and ``mul`` problems). Longer chains are harder
 because errors compound and because the model must find the right next number in the question. Every
 value along the way, and every answer, is between 0 and 99.
 
@@ -220,16 +221,17 @@ def _draw(rng: random.Random, family: str, level: int) -> tuple[list[int], list[
     # `level` additions or subtractions after the head (the first number, or the product of mul); mix, which
     # both adds and subtracts, has one more
     n = level + 1 if family == "mix" else level
-    digits = [rng.randint(1, 9) for _ in range(n)]
+    # small numbers keep every step within what the tiny model learns in its warm start (module docstring)
+    digits = [rng.randint(1, 5) for _ in range(n)]
     if family == "add":
-        operands, ops = [rng.randint(10, 89)] + digits, ["+"] * n
+        operands, ops = [rng.randint(10, 39)] + digits, ["+"] * n
     elif family == "sub":
-        operands, ops = [rng.randint(20, 89)] + digits, ["-"] * n
+        operands, ops = [rng.randint(15, 49)] + digits, ["-"] * n
     elif family == "mul":
         operands = [rng.randint(2, 9), rng.randint(2, 5)] + digits
         ops = ["*"] + [rng.choice("+-") for _ in range(n)]
     elif family == "mix":
-        operands, ops = [rng.randint(10, 89)] + digits, [rng.choice("+-") for _ in range(n)]
+        operands, ops = [rng.randint(10, 49)] + digits, [rng.choice("+-") for _ in range(n)]
         if len(set(ops)) < 2:
             return None
     else:  # pragma: no cover - callers validate families

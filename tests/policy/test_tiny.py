@@ -83,12 +83,14 @@ def test_architecture(tiny_model_dir, tokenizer):
 def test_build_info_targets(build_info):
     ev = build_info["eval"]
     greedy = ev["greedy"]["accuracy"]
-    # clearly above zero and clearly below 100% (measured: 0.10 with the committed build, see README)
-    assert 0.05 < greedy < 0.7
+    # the aim: low enough that RL has room, high enough that the policy is competent (measured 0.28, README)
+    assert 0.2 < greedy < 0.6
     sampled = ev["sampled"]
     assert sampled["pass@8"] > greedy + 0.2
     assert sampled["careful_form_accuracy"] > 2 * sampled["shortcut_form_accuracy"]
-    assert ev["greedy"]["careful_forced_accuracy"] > greedy
+    # the careful procedure alone is right much more often than the greedy choice of form: RL has a behaviour
+    # to select (measured 0.695)
+    assert ev["greedy"]["careful_forced_accuracy"] > greedy + 0.2
     assert set(ev["per_family"]) == {"add", "sub", "mul", "mix"}
     assert build_info["settings"]["seed"] == build_info["seed"]
     for key in ("torch", "transformers", "tokenizers"):
