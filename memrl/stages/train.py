@@ -7,8 +7,9 @@ Runbook:
     memrl train --resume outputs/train/<run>        # continue a killed run from its last checkpoint
     memrl eval model.name_or_path=outputs/train/<run>   # evaluate the trained policy
 
-Writes `train/metrics.jsonl` (one object per step), `train/global_step_N/` checkpoints with `train/latest`,
-and, with `trainer.final_eval`, `eval/results_initial_*.json` and `eval/results_final_*.json` on
+Writes `train/metrics.jsonl` (one object per step), `train/curves.png` (accuracy, reward, mixed groups,
+length, entropy / KL, update size against step), `train/global_step_N/` checkpoints with `train/latest`,
+`train/summary.json` (label accounting, initial and final scores), and, with `trainer.final_eval`, `eval/results_initial_*.json` and `eval/results_final_*.json` on
 `data.eval_sets` (the same measurement as `memrl eval`).
 """
 
@@ -164,7 +165,7 @@ def run(cfg: DictConfig, run_dir: RunDir) -> dict[str, Any]:
     seed_everything(int(cfg.seed))
     if cfg.data.train_set is None:
         raise UserError(
-            "this data config has no training set (data.train_set); use data=synthetic, or give one: "
+            "this data config has no training set (data.train_set); use data=synthetic, gsm8k_rl or math_rl, or give one: "
             "data.train_set={name: mine, source: local, path: train.jsonl, split: train}"
         )
     data_dir = Path(cfg.paths.data_dir)
@@ -277,6 +278,12 @@ def run(cfg: DictConfig, run_dir: RunDir) -> dict[str, Any]:
         t0 = time.time()
         history = trainer.fit()
         train_seconds = time.time() - t0
+        if history:
+            from memrl.rl.plots import plot_training_curves
+
+            plot_training_curves(
+                history, trainer.train_dir / "curves.png", title=f"memrl train: {Path(model_path).name}"
+            )
         final = None
         if eval_sets:
             final = evaluate_model(

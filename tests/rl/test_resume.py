@@ -62,6 +62,7 @@ def test_train_writes_run_directory_and_resumes_after_sigkill(tiny_model_dir, tm
         assert all(key in r for r in rows), key
     assert "val/greedy_acc" in rows[1] and "val/pass@2" in rows[3] and "val/greedy_acc" not in rows[0]
     assert (full / "train" / "latest").read_text().strip() == "global_step_4"
+    assert (full / "train" / "curves.png").read_bytes()[:4] == b"\x89PNG"
     summary = json.loads((full / "train" / "summary.json").read_text())
     assert summary["steps"] == 4 and summary["labels"]["validation_labels_used"] == 6
     manifest = json.loads((full / "manifest.json").read_text())
@@ -75,7 +76,8 @@ def test_train_writes_run_directory_and_resumes_after_sigkill(tiny_model_dir, tm
         _cmd(*ARGS, f"hydra.run.dir={killed}"), env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
     deadline = time.time() + 300
-    while not (killed / "train" / "global_step_1").exists():
+    # train/latest names a complete checkpoint (global_step_N appears just before it)
+    while not (killed / "train" / "latest").exists():
         assert proc.poll() is None and time.time() < deadline
         time.sleep(0.05)
     time.sleep(random.uniform(0.0, 0.5))
