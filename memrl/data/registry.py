@@ -44,7 +44,8 @@ def _bench(name: str, domain: str, **splits: int) -> tuple[str, BundledBenchmark
 
 BUNDLED: dict[str, BundledBenchmark] = dict(
     [
-        _bench("gsm8k", "math", test=1319),
+        _bench("gsm8k", "math", test=1319, train=7473),
+        _bench("math", "math", train=7470),
         _bench("math500", "math", test=500),
         _bench("aime24", "math", test=30),
         _bench("amc23", "math", test=40),

@@ -45,9 +45,27 @@ def local_spec(path: Path, **kw) -> DatasetSpec:
 # ------------------------------------------------------------------------------------------------- bundled
 
 
+# the RL training sets (no test split bundled for math: MATH500 is its test subset)
+TRAIN_SETS = {"gsm8k": ("math", 7473), "math": ("math", 7470)}
+
+
 def test_registry_matches_expected():
-    assert {n: (b.domain, b.splits["test"]) for n, b in BUNDLED.items()} == EXPECTED
-    assert all(b.folder == n and list(b.splits) == ["test"] for n, b in BUNDLED.items())
+    evals = {n: (b.domain, b.splits["test"]) for n, b in BUNDLED.items() if "test" in b.splits}
+    assert evals == EXPECTED
+    assert {n: (b.domain, b.splits["train"]) for n, b in BUNDLED.items() if "train" in b.splits} == TRAIN_SETS
+    assert all(b.folder == n and set(b.splits) <= {"test", "train"} for n, b in BUNDLED.items())
+
+
+@pytest.mark.parametrize("name", sorted(TRAIN_SETS))
+def test_bundled_train_set_loads_without_overlap_with_its_test_set(name):
+    domain, count = TRAIN_SETS[name]
+    problems = load_problems(DatasetSpec(name=name, split="train"), data_dir=REPO_DATA)
+    assert len(problems) == count == len({p.id for p in problems})
+    assert all(p.domain == domain and p.answer and p.answer.strip() for p in problems)
+    assert all(p.id.startswith(f"{name}-train-") for p in problems)
+    test_name = "gsm8k" if name == "gsm8k" else "math500"
+    test_questions = {p.question.strip() for p in load_problems(DatasetSpec(name=test_name), data_dir=REPO_DATA)}
+    assert not test_questions & {p.question.strip() for p in problems}
 
 
 def test_default_data_dir_is_repo_data_and_env_overrides(monkeypatch, tmp_path):
@@ -101,8 +119,8 @@ def test_unknown_bundled_name_lists_valid_names():
 
 
 def test_unknown_bundled_split_lists_splits():
-    with pytest.raises(UserError, match=r"no split 'train'; its splits: test"):
-        load_problems(DatasetSpec(name="gsm8k", split="train"))
+    with pytest.raises(UserError, match=r"no split 'validation'; its splits: test, train"):
+        load_problems(DatasetSpec(name="gsm8k", split="validation"))
 
 
 def test_bundled_missing_data_dir(tmp_path):
