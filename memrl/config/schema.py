@@ -245,6 +245,9 @@ class TrainerConfig:
     """The RL loop: batch sizes, optimiser, schedule, evaluation and checkpoints."""
 
     total_steps: int = 60
+    # when set, overrides total_steps: passes over the queries the run may train on (partial: the labelled
+    # ones only, so a label-limited baseline gets proportionally fewer steps, as the papers' epoch budgets)
+    total_epochs: float | None = None
     # prompts per RL step (each with rollout.n rollouts)
     train_batch_size: int = 16
     # prompts per generation batch (dynamic sampling may need several; None: train_batch_size)

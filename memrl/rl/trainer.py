@@ -9,6 +9,7 @@ checkpoint. The math lives in `memrl.rl.core_algos`; this module only moves tens
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -40,6 +41,10 @@ class TrainSettings:
     """Everything the loop needs, as plain values (built from the `algo`, `trainer`, `rollout` groups)."""
 
     total_steps: int = 10
+    # when set, the run lasts this many passes over its training pool instead: total_steps =
+    # ceil(total_epochs * pool / train_batch_size), the pool being the queries the run may train on (only
+    # the labelled ones for partial), so a label-limited baseline gets fewer steps, as with verl's total_epochs
+    total_epochs: float | None = None
     train_batch_size: int = 16
     gen_batch_size: int = 16
     ppo_mini_batch_size: int = 16
@@ -153,6 +158,13 @@ class Trainer:
             raise ValueError("no training query is labelled: raise reward.label_ratio")
         self.problems = pool
         self.prompts = [prompt_fn(p) for p in pool]
+        if s.total_epochs is not None:
+            if s.total_epochs <= 0:
+                raise ValueError(f"total_epochs must be > 0, got {s.total_epochs}")
+            s = self.s = dataclasses.replace(
+                s, total_steps=steps_for_epochs(s.total_epochs, len(pool), s.train_batch_size)
+            )
+            log.info("%g epochs over %d training queries: %d steps", s.total_epochs, len(pool), s.total_steps)
         self.sampler = PromptSampler(len(pool), s.seed)
         self.optimizer = torch.optim.AdamW(
             [p for p in model.parameters() if p.requires_grad],
@@ -545,6 +557,11 @@ class Trainer:
             atomic_write_jsonl(self.metrics_path, rows)
             self.history = rows
         log.info("resumed from %s (step %d)", path, self.step)
+
+
+def steps_for_epochs(epochs: float, pool_size: int, train_batch_size: int) -> int:
+    """RL steps that draw `epochs` passes over a pool of `pool_size` queries, `train_batch_size` a step (>= 1)."""
+    return max(1, math.ceil(epochs * pool_size / train_batch_size))
 
 
 def _mean(xs: Sequence[float | bool | None]) -> float:

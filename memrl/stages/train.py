@@ -75,6 +75,7 @@ def settings_from_config(cfg: DictConfig, device: str) -> Any:
         raise UserError(f"algo.kl_loss_coef must be >= 0, got {a.kl_loss_coef}")
     return TrainSettings(
         total_steps=int(t.total_steps),
+        total_epochs=None if t.total_epochs is None else float(t.total_epochs),
         train_batch_size=int(t.train_batch_size),
         gen_batch_size=int(t.gen_batch_size or t.train_batch_size),
         ppo_mini_batch_size=int(t.ppo_mini_batch_size),

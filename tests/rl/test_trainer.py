@@ -223,6 +223,25 @@ def test_partial_rewards_train_only_on_labelled_queries(policy, synthetic_train,
     assert all(g.labelled for g in result.trained_groups)
 
 
+def test_total_epochs_sets_steps_from_the_training_pool(policy, synthetic_train, tmp_path):
+    """An epoch budget gives a label-limited run proportionally fewer steps (the pool is its labelled queries)."""
+    from memrl.rl.trainer import steps_for_epochs
+
+    assert [steps_for_epochs(e, n, b) for e, n, b in [(1, 16, 4), (1.5, 16, 4), (1, 3, 4), (0.01, 16, 4)]] == [
+        4,
+        6,
+        1,
+        1,
+    ]
+    problems = list(synthetic_train[:16])
+    oracle = make_trainer(policy, problems, tmp_path / "o", total_epochs=2.0)
+    labelled = nested_labelled_ids([p.id for p in problems], 0.25, seed=1)
+    partial = make_trainer(policy, problems, tmp_path / "p", labelled=labelled, total_epochs=2.0)
+    assert (oracle.s.total_steps, partial.s.total_steps) == (8, 2)
+    with pytest.raises(ValueError, match="total_epochs"):
+        make_trainer(policy, problems, tmp_path / "z", total_epochs=0.0)
+
+
 def test_nested_label_split():
     ids = [f"q{i}" for i in range(200)]
     sets = [nested_labelled_ids(ids, r, seed=3) for r in (0.1, 0.2, 0.3, 0.5, 0.7, 1.0)]
