@@ -229,15 +229,85 @@ class OverlongBufferConfig:
 
 
 @dataclass
+class MemRewardWarmupConfig:
+    """Rollouts of the initial policy that fill the experience memory (METHODS.md A2.2)."""
+
+    # rollouts per query; the paper: 8 at temperature 1.5, top_p 0.95, 1024 tokens
+    n: int = 8
+    temperature: float = 1.5
+    top_p: float = 0.95
+    # None: rollout.max_new_tokens
+    max_new_tokens: int | None = None
+    seed: int = 42
+
+
+@dataclass
+class GNNConfig:
+    """The reward GNN and its training (METHODS.md A3: GATv2, 2 layers, 512 hidden, 4 heads, Adam 1e-3)."""
+
+    hidden: int = 512
+    heads: int = 4
+    layers: int = 2
+    dropout: float = 0.1
+    lr: float = 1.0e-3
+    max_epochs: int = 150
+    # validate every eval_every epochs; stop after `patience` checks without a better validation F1
+    eval_every: int = 5
+    patience: int = 4
+    # best-of-N restarts (the released code: 40), chosen on validation by select_by
+    restarts: int = 1
+    # fpr: lowest validation false-positive rate (the released code); f1: highest validation F1
+    select_by: str = "fpr"
+    seed: int = 42
+
+
+@dataclass
+class MemRewardConfig:
+    """MemReward: the experience memory, its graph, the GNN, and how predictions become rewards."""
+
+    warmup: MemRewardWarmupConfig = field(default_factory=MemRewardWarmupConfig)
+    gnn: GNNConfig = field(default_factory=GNNConfig)
+    # GNN validation queries (early stopping and selection): split = data.val_set, whose labels are counted on
+    # top of the budget (the released code); labelled = carved out of the labelled training queries
+    val_source: str = "split"
+    # val_source=labelled: the share of the labelled queries kept for validation
+    val_fraction: float = 0.2
+    # val_source=split: at most this many validation queries (None: all)
+    val_limit: int | None = 200
+    # unlabelled training queries rolled out for the GNN report only (their ground truth is read for that
+    # report's metrics, never by the reward); 0: no report on unlabelled queries
+    report_queries: int = 200
+    # query-query edges: each query's k most similar labelled queries
+    k: int = 7
+    # memory_to_query: a query receives messages from its labelled neighbours (the paper);
+    # query_to_memory: the released code's direction (METHODS.md A7.1)
+    direction: str = "memory_to_query"
+    # think-think edges inside a group (0: none, as in the released pipeline)
+    think_k: int = 0
+    # sentence encoder: None = the packaged all-MiniLM-L6-v2 (offline)
+    encoder_path: str | None = None
+    encoder_batch_size: int = 64
+    # hard: reward 1[p > threshold] (the paper); soft: the probability p
+    reward_mode: str = "hard"
+    threshold: float = 0.5
+    # [low, high]: a group with any prediction inside the band gets no reward signal (not trained on)
+    abstain_band: list[float] | None = None
+    # also train the MLP and homogeneous-graph ablations for the GNN report
+    baselines: bool = True
+
+
+@dataclass
 class RewardConfig:
     """Where rewards come from and how many ground-truth labels a run may read."""
 
-    # oracle: every query labelled; partial: only label_ratio of them, and only those are trained on (R1-p)
+    # oracle: every query labelled; partial: only label_ratio of them, and only those are trained on (R1-p);
+    # memreward: ground truth for labelled queries, GNN-predicted rewards for the others
     name: str = "oracle"
     label_ratio: float = 1.0
     # seeds the nested label split (queries labelled at 0.1 are among those labelled at 0.2)
     label_seed: int = 42
     overlong_buffer: OverlongBufferConfig = field(default_factory=OverlongBufferConfig)
+    memreward: MemRewardConfig = field(default_factory=MemRewardConfig)
 
 
 @dataclass
