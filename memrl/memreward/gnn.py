@@ -1,0 +1,234 @@
+"""MemReward's reward models over the memory graph (METHODS.md A3), and two ablations.
+
+Every model is called as `model(data) -> logits [R]`, one logit of "this rollout is correct" per `answer`
+node of `data` (a graph from `graph.build_graph` / `graph.attach`), in node order:
+
+- `RewardGNN`: the released `UnifiedGNNDotProduct`: per-type input projections, `layers` x HeteroConv of
+  GATv2Conv (self-loops only on same-type edges), and a scaled dot-product readout of query against rollout;
+- `HomogeneousGNN`: the same without node and edge types (`graph.to_homogeneous_graph`), one shared
+  input projection and one GATv2Conv per layer;
+- `FeatureMLP`: no graph at all, an MLP over each rollout's query, think, answer embeddings and features.
+
+Shapes: Q queries, R rollouts, D embedding dim, F answer-feature dim, H hidden.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+from torch_geometric.data import HeteroData
+from torch_geometric.nn import GATv2Conv, HeteroConv
+
+from memrl.errors import UserError
+from memrl.memreward.graph import ANSWER, COMPETES_WITH, EDGE_TYPES, NODE_TYPES, QUERY, THINK, to_homogeneous_graph
+
+MODEL_KINDS = ("gnn", "homogeneous", "mlp")
+# the released default: think competition is off in training and inference (METHODS.md A3)
+DEFAULT_EDGE_TYPES = tuple(et for et in EDGE_TYPES if et != COMPETES_WITH)
+FEAT_HIDDEN = 64  # answer_feat_proj's inner width in the released model
+
+EdgeType = tuple[str, str, str]
+
+
+def dot_score(q_hat: Tensor, r_hat: Tensor, bias: Tensor) -> Tensor:
+    """Scaled dot-product score of each rollout against its query.
+
+    Args:
+        q_hat: [R, K] normalised query representation of each rollout's query.
+        r_hat: [R, K] normalised rollout representation.
+        bias: [] learnable scalar.
+
+    Returns:
+        [R] logits (q_hat . r_hat) / sqrt(K) + bias; the sqrt keeps the logit scale independent of K.
+    """
+    return (q_hat * r_hat).sum(-1) / math.sqrt(q_hat.shape[-1]) + bias
+
+
+class DotProductReadout(nn.Module):
+    """q_hat = LayerNorm(Linear(H -> K)(h_query)); r_hat = LayerNorm(Linear(3H -> K)([h_think; h_answer;
+    feat_proj])); score = dot_score(q_hat, r_hat, b)."""
+
+    def __init__(self, hidden: int, readout_dim: int = 256) -> None:
+        super().__init__()
+        self.query_proj = nn.Linear(hidden, readout_dim)
+        self.query_norm = nn.LayerNorm(readout_dim)
+        self.rollout_proj = nn.Linear(3 * hidden, readout_dim)
+        self.rollout_norm = nn.LayerNorm(readout_dim)
+        self.bias = nn.Parameter(torch.zeros(()))
+
+    def forward(self, h_query: Tensor, h_think: Tensor, h_answer: Tensor, h_feat: Tensor) -> Tensor:
+        """h_query [R, H] (each rollout's query, already gathered), h_think / h_answer / h_feat [R, H] -> [R]."""
+        q_hat = self.query_norm(self.query_proj(h_query))
+        r_hat = self.rollout_norm(self.rollout_proj(torch.cat([h_think, h_answer, h_feat], dim=-1)))
+        return dot_score(q_hat, r_hat, self.bias)
+
+
+def _feat_proj(feat_dim: int, hidden: int) -> nn.Sequential:
+    return nn.Sequential(nn.Linear(feat_dim, FEAT_HIDDEN), nn.ReLU(), nn.Linear(FEAT_HIDDEN, hidden))
+
+
+def _check_heads(hidden: int, heads: int) -> None:
+    if heads < 1 or hidden % heads:
+        raise UserError(f"GNN hidden size ({hidden}) must be a multiple of the number of attention heads ({heads})")
+
+
+class RewardGNN(nn.Module):
+    """The heterogeneous GNN of METHODS.md A3 (the released `UnifiedGNNDotProduct`).
+
+    Args:
+        in_dim: node embedding dim D (384 for MiniLM).
+        feat_dim: answer feature dim F.
+        hidden: H; a multiple of `heads` (the heads' outputs are concatenated back to H).
+        heads: GATv2 attention heads.
+        layers: message-passing layers.
+        dropout: GATv2 attention dropout.
+        edge_types: the edge types the model has convolutions for (default: all but COMPETES_WITH). At
+            forward time only those also present in the graph are used, so a model without COMPETES_WITH
+            runs on a graph with it (ignoring it), and one with it runs on a graph without it.
+        readout_dim: K of the dot-product readout.
+    """
+
+    def __init__(
+        self,
+        in_dim: int = 384,
+        feat_dim: int = 3,
+        hidden: int = 512,
+        heads: int = 4,
+        layers: int = 2,
+        dropout: float = 0.1,
+        edge_types: Sequence[EdgeType] | None = None,
+        readout_dim: int = 256,
+    ) -> None:
+        super().__init__()
+        _check_heads(hidden, heads)
+        self.edge_types = [tuple(et) for et in (DEFAULT_EDGE_TYPES if edge_types is None else edge_types)]
+        unknown = [et for et in self.edge_types if et not in EDGE_TYPES]
+        if unknown:
+            raise UserError(f"unknown edge types {unknown}; valid: {list(EDGE_TYPES)}")
+        self.input_proj = nn.ModuleDict({t: nn.Linear(in_dim, hidden) for t in NODE_TYPES})
+        self.answer_feat_proj = _feat_proj(feat_dim, hidden)
+        with warnings.catch_warnings():
+            # PyG warns when a node type is no edge type's target; `encode` keeps such a type's representation
+            warnings.filterwarnings("ignore", message="There exist node types")
+            self.convs = nn.ModuleList(self._hetero_conv(hidden, heads, dropout) for _ in range(layers))
+        self.readout = DotProductReadout(hidden, readout_dim)
+
+    def _hetero_conv(self, hidden: int, heads: int, dropout: float) -> HeteroConv:
+        return HeteroConv(
+            {
+                # a self-loop needs source and target in the same node set; the released model sets it on
+                # query-query only, the one same-type edge it trains with
+                et: GATv2Conv(hidden, hidden // heads, heads=heads, dropout=dropout, add_self_loops=et[0] == et[2])
+                for et in self.edge_types
+            },
+            aggr="mean",
+        )
+
+    def encode(self, data: HeteroData) -> dict[str, Tensor]:
+        """Node representations after the last layer: {node type: [N_type, H]}."""
+        h = {t: self.input_proj[t](data[t].x) for t in NODE_TYPES}
+        edge_index = {et: data[et].edge_index for et in self.edge_types if et in data.edge_types}
+        for conv in self.convs:
+            out = conv(h, edge_index)
+            # a node type that no edge type reaches gets no output from HeteroConv: it keeps its representation
+            h = {t: torch.relu(out[t]) if t in out else h[t] for t in NODE_TYPES}
+        return h
+
+    def forward(self, data: HeteroData) -> Tensor:
+        """data: a memory graph -> [R] logits of its answer nodes, in node order."""
+        h = self.encode(data)
+        answer = data[ANSWER]
+        return self.readout(h[QUERY][answer.query], h[THINK], h[ANSWER], self.answer_feat_proj(answer.feat))
+
+
+class HomogeneousGNN(nn.Module):
+    """The homogeneous-graph ablation: all nodes in one set, all edges in one edge index, one GATv2Conv per
+    layer (with self-loops), one shared input projection; the readout of `RewardGNN`.
+
+    Args: as `RewardGNN` (there are no edge types to choose: every edge type in the graph is used).
+    """
+
+    def __init__(
+        self,
+        in_dim: int = 384,
+        feat_dim: int = 3,
+        hidden: int = 512,
+        heads: int = 4,
+        layers: int = 2,
+        dropout: float = 0.1,
+        readout_dim: int = 256,
+    ) -> None:
+        super().__init__()
+        _check_heads(hidden, heads)
+        self.input_proj = nn.Linear(in_dim, hidden)
+        self.answer_feat_proj = _feat_proj(feat_dim, hidden)
+        self.convs = nn.ModuleList(
+            GATv2Conv(hidden, hidden // heads, heads=heads, dropout=dropout, add_self_loops=True) for _ in range(layers)
+        )
+        self.readout = DotProductReadout(hidden, readout_dim)
+
+    def forward(self, data: HeteroData) -> Tensor:
+        """data: a memory graph -> [R] logits of its answer nodes, in node order."""
+        x, edge_index, answer_index = to_homogeneous_graph(data)  # rows: Q queries, R thinks, R answers
+        h = self.input_proj(x)
+        for conv in self.convs:
+            h = torch.relu(conv(h, edge_index))
+        answer = data[ANSWER]
+        num_queries = data[QUERY].num_nodes
+        think_index = num_queries + torch.arange(answer_index.shape[0], device=h.device)
+        return self.readout(h[answer.query], h[think_index], h[answer_index], self.answer_feat_proj(answer.feat))
+
+
+class FeatureMLP(nn.Module):
+    """The no-graph ablation: an MLP over [x_query of its query; x_think; x_answer; feat] of each rollout.
+
+    Args:
+        in_dim: D; feat_dim: F; hidden: H; dropout: between the two hidden layers.
+    """
+
+    def __init__(self, in_dim: int = 384, feat_dim: int = 3, hidden: int = 512, dropout: float = 0.1) -> None:
+        super().__init__()
+        self.mlp = nn.Sequential(
+            nn.Linear(3 * in_dim + feat_dim, hidden),
+            nn.ReLU(),
+            nn.Dropout(dropout),
+            nn.Linear(hidden, hidden),
+            nn.ReLU(),
+            nn.Linear(hidden, 1),
+        )
+
+    def forward(self, data: HeteroData) -> Tensor:
+        """data: a memory graph (only its node stores are read) -> [R] logits of its answer nodes."""
+        answer = data[ANSWER]
+        x = torch.cat([data[QUERY].x[answer.query], data[THINK].x, answer.x, answer.feat], dim=-1)  # [R, 3D + F]
+        return self.mlp(x).squeeze(-1)
+
+
+def build_model(
+    kind: str,
+    in_dim: int,
+    feat_dim: int,
+    hidden: int,
+    heads: int,
+    layers: int,
+    dropout: float,
+    edge_types: Sequence[EdgeType] | None = None,
+) -> nn.Module:
+    """A reward model by name: "gnn" (`RewardGNN`), "homogeneous" (`HomogeneousGNN`), "mlp" (`FeatureMLP`).
+
+    `heads` and `layers` are ignored by "mlp", `edge_types` by all but "gnn".
+
+    Raises:
+        UserError: an unknown kind, or hidden not a multiple of heads.
+    """
+    if kind == "gnn":
+        return RewardGNN(in_dim, feat_dim, hidden, heads, layers, dropout, edge_types)
+    if kind == "homogeneous":
+        return HomogeneousGNN(in_dim, feat_dim, hidden, heads, layers, dropout)
+    if kind == "mlp":
+        return FeatureMLP(in_dim, feat_dim, hidden, dropout)
+    raise UserError(f"unknown reward model kind '{kind}'; valid: {', '.join(MODEL_KINDS)}")
