@@ -112,3 +112,42 @@ def train_main(cfg: DictConfig) -> Any:
     if not result or not result.get("final"):
         return None
     return result["final"].get("greedy_acc")
+
+
+def _warmup_stage(name: str) -> Callable[[DictConfig, RunDir], Any]:
+    """`memrl rollout|graph|gnn`: that stage and those before it, each skipped when its artifacts exist."""
+
+    def run(cfg: DictConfig, run_dir: RunDir) -> Any:
+        from memrl.stages import memreward
+
+        if str(cfg.reward.name) != "memreward":
+            raise UserError(
+                f"`memrl {name}` is MemReward's warm-up: it needs reward=memreward, got reward={cfg.reward.name}"
+            )
+        memreward.check_memreward_config(cfg)
+        out = memreward.run_rollout(cfg, run_dir)
+        if name in ("graph", "gnn"):
+            out = memreward.run_graph(cfg, run_dir)
+        if name == "gnn":
+            out = memreward.run_gnn(cfg, run_dir)
+        return out
+
+    return run
+
+
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="train")
+def rollout_main(cfg: DictConfig) -> Any:
+    """`memrl rollout`: MemReward's experience memory (memory/)."""
+    run_stage(cfg, "rollout", _warmup_stage("rollout"))
+
+
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="train")
+def graph_main(cfg: DictConfig) -> Any:
+    """`memrl graph`: embeddings and answer features of the memory (graph/)."""
+    run_stage(cfg, "graph", _warmup_stage("graph"))
+
+
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="train")
+def gnn_main(cfg: DictConfig) -> Any:
+    """`memrl gnn`: the reward GNN and its baselines (gnn/model files, gnn/report.json)."""
+    run_stage(cfg, "gnn", _warmup_stage("gnn"))

@@ -102,22 +102,64 @@ def _resume_overrides(run_dir: str) -> list[str]:
     return [*previous, f"hydra.run.dir={root}", "trainer.resume=auto"]
 
 
-@app.command(context_settings=HYDRA_CONTEXT)
-def rollout(ctx: typer.Context, multirun: bool = typer.Option(False, "-m", "--multirun")) -> None:
-    """MemReward warm-up: rollouts of the initial policy into the experience memory. Not built yet."""
-    _not_built("rollout", "the MemReward issue")
+RUN_HELP = "Work in an existing run directory (its overrides are reused; finished stages are skipped)."
+
+
+def _warmup_command(name: str, ctx: typer.Context, multirun: bool, run: str | None) -> None:
+    """Forward a MemReward warm-up command: a new run directory under outputs/memreward/, or --run's."""
+    overrides = list(ctx.args)
+    if run:
+        if multirun:
+            typer.echo("error: --run works in one run directory; it cannot be combined with -m/--multirun", err=True)
+            raise typer.Exit(2)
+        overrides = _resume_overrides(run) + overrides
+    else:
+        overrides = ["task_name=memreward", "reward=memreward", *overrides]
+    _forward_to_hydra(name, overrides, multirun)
 
 
 @app.command(context_settings=HYDRA_CONTEXT)
-def graph(ctx: typer.Context, multirun: bool = typer.Option(False, "-m", "--multirun")) -> None:
-    """MemReward warm-up: embeddings and the query-thinking-answer graph. Not built yet."""
-    _not_built("graph", "the MemReward issue")
+def rollout(
+    ctx: typer.Context,
+    multirun: bool = typer.Option(False, "-m", "--multirun", help="Run a Hydra sweep over comma-separated values."),
+    run: str = typer.Option(None, "--run", metavar="RUN_DIR", help=RUN_HELP),
+) -> None:
+    """MemReward warm-up 1/3: the initial policy's rollouts on the labelled, validation and report queries.
+
+    Takes the train config (reward=memreward is implied). Examples: `memrl rollout`,
+    `memrl rollout reward.label_ratio=0.1 reward.memreward.warmup.n=4`.
+    Writes memory/queries.jsonl, memory/rollouts.jsonl (graded) and memory/done.json.
+    """
+    _warmup_command("rollout", ctx, multirun, run)
 
 
 @app.command(context_settings=HYDRA_CONTEXT)
-def gnn(ctx: typer.Context, multirun: bool = typer.Option(False, "-m", "--multirun")) -> None:
-    """MemReward warm-up: train and select the reward GNN. Not built yet."""
-    _not_built("gnn", "the MemReward issue")
+def graph(
+    ctx: typer.Context,
+    multirun: bool = typer.Option(False, "-m", "--multirun", help="Run a Hydra sweep over comma-separated values."),
+    run: str = typer.Option(None, "--run", metavar="RUN_DIR", help=RUN_HELP),
+) -> None:
+    """MemReward warm-up 2/3: MiniLM embeddings and answer features of the memory (rolls out first if needed).
+
+    Example: `memrl graph --run outputs/memreward/<run>`. Writes graph/inputs_*.pt, graph/labels.pt and
+    graph/done.json (node and edge counts of the training graph).
+    """
+    _warmup_command("graph", ctx, multirun, run)
+
+
+@app.command(context_settings=HYDRA_CONTEXT)
+def gnn(
+    ctx: typer.Context,
+    multirun: bool = typer.Option(False, "-m", "--multirun", help="Run a Hydra sweep over comma-separated values."),
+    run: str = typer.Option(None, "--run", metavar="RUN_DIR", help=RUN_HELP),
+) -> None:
+    """MemReward warm-up 3/3: train the reward GNN and its baselines; print their reward-prediction quality.
+
+    Examples: `memrl gnn --run outputs/memreward/<run>`, `memrl gnn reward.memreward.gnn.restarts=5`.
+    Writes gnn/gnn.pt (and mlp.pt, homogeneous.pt) and gnn/report.json. Then
+    `memrl train --resume outputs/memreward/<run>` trains with the GNN's rewards.
+    """
+    _warmup_command("gnn", ctx, multirun, run)
 
 
 @app.command(context_settings=HYDRA_CONTEXT)

@@ -32,12 +32,26 @@ def test_help_lists_every_command(tmp_path):
         assert cmd in out.stdout
 
 
-@pytest.mark.parametrize("cmd", ["rollout", "graph", "gnn", "report"])
+@pytest.mark.parametrize("cmd", ["report"])
 def test_unbuilt_commands_say_so(tmp_path, cmd):
     out = memrl(cmd, cwd=tmp_path)
     assert out.returncode == 2
     assert "not built yet" in out.stderr
     assert "Traceback" not in out.stderr
+
+
+@pytest.mark.parametrize("cmd", ["rollout", "graph", "gnn"])
+def test_warmup_commands_need_memreward(tmp_path, cmd):
+    out = memrl(cmd, "reward=oracle", cwd=tmp_path)
+    assert out.returncode == 2
+    assert "needs reward=memreward" in out.stderr
+    assert "Traceback" not in out.stderr
+
+
+def test_warmup_run_must_be_a_run_directory(tmp_path):
+    out = memrl("gnn", "--run", str(tmp_path / "nowhere"), cwd=tmp_path)
+    assert out.returncode == 2
+    assert "not a memrl run directory" in out.stderr
 
 
 def test_info_json(tmp_path):

@@ -369,7 +369,12 @@ class Trainer:
         pairs = [(t, b) for t, b in zip(truth, believed) if b is not None]
         out = {"metrics_only/acc_unlabelled": _mean(truth)}
         if pairs:
-            out["metrics_only/outcome_agreement_unlabelled"] = _mean([t == b for t, b in pairs])
+            from memrl.memreward.metrics import binary_metrics
+
+            # the believed outcome as a prediction of the truth: how good the reward model was this step
+            m = binary_metrics(torch.tensor([b for _, b in pairs]), torch.tensor([t for t, _ in pairs]))
+            out["metrics_only/outcome_agreement_unlabelled"] = m["accuracy"]
+            out.update({f"metrics_only/reward_{k}": m[k] for k in ("precision", "recall", "f1", "fpr")})
         return out
 
     @torch.no_grad()

@@ -117,19 +117,27 @@ def settings_from_config(cfg: DictConfig, device: str) -> Any:
     )
 
 
-def build_reward_pipeline(cfg: DictConfig) -> Any:
-    """The reward components named by `reward.name`, plus the overlong penalty when enabled."""
+REWARD_NAMES = ("oracle", "partial", "memreward")
+
+
+def build_reward_pipeline(cfg: DictConfig, memreward: Any = None) -> Any:
+    """The reward components named by `reward.name`, plus the overlong penalty when enabled.
+
+    Args:
+        memreward: the online MemReward component (`memrl.stages.memreward.memreward_component`), needed
+            when reward.name is memreward.
+    """
     from memrl.rewards.base import RewardPipeline
     from memrl.rewards.oracle import GroundTruthReward, OverlongPenalty
 
     name = str(cfg.reward.name)
-    if name not in ("oracle", "partial"):
-        if name == "memreward":
-            from memrl.errors import NotBuiltError
-
-            raise NotBuiltError("reward=memreward is not built yet (the MemReward issue); use reward=oracle or partial")
-        raise UserError(f"unknown reward.name={name}; valid: oracle, partial")
+    if name not in REWARD_NAMES:
+        raise UserError(f"unknown reward.name={name}; valid: {', '.join(REWARD_NAMES)}")
     components = [GroundTruthReward()]
+    if name == "memreward":
+        if memreward is None:
+            raise ValueError("reward=memreward needs its online component")
+        components.append(memreward)
     ob = cfg.reward.overlong_buffer
     if ob.enable:
         if int(ob.len) <= 0 or int(ob.len) > int(cfg.rollout.max_new_tokens):
@@ -151,23 +159,39 @@ def label_ratio(cfg: DictConfig) -> float:
     return ratio
 
 
-def run(cfg: DictConfig, run_dir: RunDir) -> dict[str, Any]:
-    """Train as configured; returns the final evaluation (or the last step's metrics)."""
-    from memrl.data.loaders import load_eval_sets, load_problems
-    from memrl.data.templates import format_prompt, resolve_style
-    from memrl.eval.runner import EvalSettings, evaluate_problems
-    from memrl.grading import Grader
-    from memrl.policy.load import load_policy
-    from memrl.rewards.labels import GroundTruth, nested_labelled_ids
-    from memrl.rl.trainer import Trainer
-    from memrl.stages.evaluate import build_engine, evaluate_model, seed_everything
-    from memrl.tracking import build_tracker
+def label_accounting(
+    ratio: float, n_labelled: int, train_reads: set[str], val_ids: set[str], warmup: dict[str, Any] | None
+) -> dict[str, Any]:
+    """Every ground-truth label a run consumed, counted once per query.
 
-    seed_everything(int(cfg.seed))
+    Args:
+        ratio / n_labelled: the run's label budget (reward.label_ratio) and its labelled training queries.
+        train_reads: training queries whose label the RL reward path read.
+        val_ids: validation queries whose labels periodic validation read (empty without validation).
+        warmup: MemReward's warm-up labels (`memrl.stages.memreward.warmup_labels`): the labelled queries of
+            the memory and the GNN's extra validation queries (on top of the budget with val_source=split).
+    """
+    train = set(train_reads) | set((warmup or {}).get("labelled_ids", []))
+    validation = set(val_ids) | set((warmup or {}).get("extra_validation_ids", []))
+    return {
+        "label_ratio": ratio,
+        "labelled_train_queries": n_labelled,
+        "train_labels_read": len(train),
+        "validation_labels_used": len(validation),
+        "gnn_validation_labels": len((warmup or {}).get("extra_validation_ids", [])),
+        "total_labels_consumed": len(train) + len(validation),
+    }
+
+
+def load_training_data(cfg: DictConfig) -> tuple[list[Any], list[Any], Any]:
+    """The training problems, the validation problems (capped by trainer.val_limit) and the label store."""
+    from memrl.data.loaders import load_problems
+    from memrl.rewards.labels import GroundTruth, nested_labelled_ids
+
     if cfg.data.train_set is None:
         raise UserError(
-            "this data config has no training set (data.train_set); use data=synthetic, gsm8k_rl or math_rl, or give one: "
-            "data.train_set={name: mine, source: local, path: train.jsonl, split: train}"
+            "this data config has no training set (data.train_set); use data=synthetic, gsm8k_rl or math_rl, "
+            "or give one: data.train_set={name: mine, source: local, path: train.jsonl, split: train}"
         )
     data_dir = Path(cfg.paths.data_dir)
     train_problems = load_problems(cfg.data.train_set, data_dir, cfg.data.synthetic)
@@ -175,7 +199,6 @@ def run(cfg: DictConfig, run_dir: RunDir) -> dict[str, Any]:
     if cfg.trainer.val_limit is not None:
         val_problems = val_problems[: int(cfg.trainer.val_limit)]
     labelled = nested_labelled_ids([p.id for p in train_problems], label_ratio(cfg), int(cfg.reward.label_seed))
-    ground_truth = GroundTruth(train_problems, labelled)
     log.info(
         "training queries: %d, labelled: %d (label_ratio %.2f); validation queries: %d",
         len(train_problems),
@@ -183,6 +206,27 @@ def run(cfg: DictConfig, run_dir: RunDir) -> dict[str, Any]:
         float(cfg.reward.label_ratio),
         len(val_problems),
     )
+    return train_problems, val_problems, GroundTruth(train_problems, labelled)
+
+
+def run(cfg: DictConfig, run_dir: RunDir) -> dict[str, Any]:
+    """Train as configured; returns the final evaluation (or the last step's metrics)."""
+    from memrl.data.loaders import load_eval_sets
+    from memrl.data.templates import format_prompt, resolve_style
+    from memrl.eval.runner import EvalSettings, evaluate_problems
+    from memrl.grading import Grader
+    from memrl.policy.load import load_policy
+    from memrl.rl.trainer import Trainer
+    from memrl.stages.evaluate import build_engine, evaluate_model, seed_everything
+    from memrl.tracking import build_tracker
+
+    seed_everything(int(cfg.seed))
+    if str(cfg.reward.name) == "memreward":
+        from memrl.stages.memreward import check_memreward_config
+
+        check_memreward_config(cfg)
+    train_problems, val_problems, ground_truth = load_training_data(cfg)
+    labelled = ground_truth.labelled_ids
 
     # parameters and optimiser stay float32 (lr 1e-6 updates vanish in bf16); the forward passes autocast
     model_cfg = copy.deepcopy(cfg.model)
@@ -210,9 +254,10 @@ def run(cfg: DictConfig, run_dir: RunDir) -> dict[str, Any]:
     engine = build_engine(cfg.rollout, model, tokenizer)
     config = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
     tracker = build_tracker(cfg.logger, str(run_dir.root), config, name=f"train-{Path(run_dir.root).name}")
-    pipeline = build_reward_pipeline(cfg)
+    if str(cfg.reward.name) != "memreward":
+        pipeline = build_reward_pipeline(cfg)
     eval_sets = (
-        load_eval_sets(cfg.data.eval_sets, data_dir, cfg.data.synthetic, limit=cfg.eval.limit)
+        load_eval_sets(cfg.data.eval_sets, Path(cfg.paths.data_dir), cfg.data.synthetic, limit=cfg.eval.limit)
         if cfg.trainer.final_eval and cfg.data.eval_sets
         else {}
     )
@@ -222,6 +267,12 @@ def run(cfg: DictConfig, run_dir: RunDir) -> dict[str, Any]:
         timeout_s=float(cfg.grading.timeout_s),
         answer_formats=[_value(f) for f in cfg.grading.answer_formats],
     ) as grader:
+        if str(cfg.reward.name) == "memreward":
+            from memrl.stages.memreward import memreward_component
+
+            # the warm-up rolls out the initial policy: before any update (skipped when its artifacts exist)
+            pipeline = build_reward_pipeline(cfg, memreward_component(cfg, run_dir, (engine, prompt_fn, grader)))
+            model.train()
         val_settings = EvalSettings(
             greedy=True,
             n=int(cfg.trainer.val_n),
@@ -298,18 +349,16 @@ def run(cfg: DictConfig, run_dir: RunDir) -> dict[str, Any]:
                 tracker=tracker,
             )
     tracker.finish()
-    # validation reads the gold answers of its queries: they count against the label budget
-    n_val_labels = len(val_problems) if (settings.test_freq > 0 or settings.val_before_train) else 0
+    val_ids = {p.id for p in val_problems} if (settings.test_freq > 0 or settings.val_before_train) else set()
+    warmup = None
+    if str(cfg.reward.name) == "memreward":
+        from memrl.stages.memreward import warmup_labels
+
+        warmup = warmup_labels(run_dir)
     summary = {
         "steps": trainer.step,
         "train_seconds": round(train_seconds, 1),
-        "labels": {
-            "label_ratio": float(cfg.reward.label_ratio),
-            "labelled_train_queries": len(labelled),
-            "train_labels_read": len(ground_truth.reads),
-            "validation_labels_used": n_val_labels,
-            "total_labels_consumed": len(ground_truth.reads) + n_val_labels,
-        },
+        "labels": label_accounting(float(cfg.reward.label_ratio), len(labelled), ground_truth.reads, val_ids, warmup),
         "initial": None if initial is None else initial["overall"],
         "final": None if final is None else final["overall"],
         "last_step": history[-1] if history else None,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from memrl.errors import NotBuiltError, UserError
+from memrl.errors import UserError
 from memrl.stages.train import build_reward_pipeline, label_ratio, settings_from_config
 
 
@@ -38,10 +38,37 @@ def test_reward_choices(compose_eval):
     assert [c.name for c in build_reward_pipeline(compose_eval(config_name="train")).components] == ["ground_truth"]
     ob = compose_eval("reward.overlong_buffer.enable=true", config_name="train")
     assert [c.name for c in build_reward_pipeline(ob).components] == ["ground_truth", "overlong"]
-    with pytest.raises(NotBuiltError):
-        build_reward_pipeline(compose_eval("reward.name=memreward", config_name="train"))
-    with pytest.raises(UserError, match="valid: oracle, partial"):
+    with pytest.raises(ValueError, match="online component"):
+        build_reward_pipeline(compose_eval("reward=memreward", config_name="train"))
+    with pytest.raises(UserError, match="valid: oracle, partial, memreward"):
         build_reward_pipeline(compose_eval("reward.name=magic", config_name="train"))
     with pytest.raises(UserError, match="reward=partial"):
         label_ratio(compose_eval("reward.label_ratio=0.5", config_name="train"))
     assert label_ratio(compose_eval("reward=partial", config_name="train")) == 0.2
+
+
+def test_label_accounting_counts_each_query_once():
+    from memrl.stages.train import label_accounting
+
+    # RL read a, b; the warm-up memory holds b, c; GNN validation q1, q2 overlap periodic validation q2, q3
+    warmup = {"labelled_ids": ["b", "c"], "extra_validation_ids": ["q1", "q2"]}
+    out = label_accounting(0.2, 3, {"a", "b"}, {"q2", "q3"}, warmup)
+    assert out["train_labels_read"] == 3
+    assert out["validation_labels_used"] == 3
+    assert out["gnn_validation_labels"] == 2
+    assert out["total_labels_consumed"] == 6
+    plain = label_accounting(1.0, 10, {"a"}, set(), None)
+    assert plain["total_labels_consumed"] == 1 and plain["gnn_validation_labels"] == 0
+
+
+def test_memreward_config_errors_name_the_key(compose_eval):
+    from memrl.stages.memreward import check_memreward_config
+
+    for override, key in [
+        ("reward.memreward.direction=sideways", "reward.memreward.direction"),
+        ("reward.memreward.reward_mode=fuzzy", "reward.memreward.reward_mode"),
+        ("reward.memreward.gnn.select_by=luck", "reward.memreward.gnn.select_by"),
+        ("reward.memreward.abstain_band=[0.7,0.3]", "reward.memreward.abstain_band"),
+    ]:
+        with pytest.raises(UserError, match=key):
+            check_memreward_config(compose_eval("reward=memreward", override, config_name="train"))

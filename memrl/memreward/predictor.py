@@ -1,0 +1,88 @@
+"""The frozen reward predictor of a training run: the labelled memory graph and the trained reward model.
+
+Online (METHODS.md A2.5): for a batch of new, unlabelled groups, embed them, attach them to the memory
+graph (kNN edges to the labelled queries; memory edges unchanged), run the model once over the graph,
+and read P(correct) at the new answer nodes. Nothing here reads a label: the memory's own labels are
+training targets already baked into the model, and the new groups arrive without answers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from memrl.memreward.embed import TextGroup, build_inputs
+from memrl.memreward.graph import GraphInputs, MemoryGraph
+
+
+class RewardPredictor:
+    """P(correct) for the rollouts of new queries.
+
+    Args:
+        model: a trained model (`memrl.memreward.gnn`), called as `model(graph) -> [R] logits`.
+        spec: how the model was built (`memrl.stages.memreward.model_spec`), saved with its weights.
+        memory: the labelled memory's graph inputs.
+        encoder: the sentence encoder the memory was embedded with.
+        k / direction / think_k: the graph options the model was trained with.
+    """
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        spec: dict[str, Any],
+        memory: GraphInputs,
+        encoder: Any,
+        k: int,
+        direction: str,
+        think_k: int,
+    ) -> None:
+        self.model = model.eval()
+        self.spec = spec
+        self.encoder = encoder
+        self.k, self.direction, self.think_k = k, direction, think_k
+        self.set_memory(memory)
+
+    def set_memory(self, memory: GraphInputs) -> None:
+        self.memory = memory
+        self.graph = MemoryGraph(memory, self.k, self.direction, self.think_k)
+
+    @torch.no_grad()
+    def predict(self, groups: Sequence[TextGroup]) -> list[list[float]]:
+        """Per group, per rollout, the predicted probability that the rollout is correct.
+
+        Args:
+            groups: G unlabelled groups (their `labels` are ignored).
+        """
+        if not groups:
+            return []
+        new = build_inputs(self.encoder, [TextGroup(g.question, g.domain, g.thinks, g.answers) for g in groups], False)
+        graph, answer_index = self.graph.attach(new)
+        prob = torch.sigmoid(self.model(graph)[answer_index]).tolist()
+        out, start = [], 0
+        for g in groups:
+            out.append(prob[start : start + len(g.answers)])
+            start += len(g.answers)
+        return out
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "spec": self.spec,
+            "model": {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()},
+            "memory": {f: getattr(self.memory, f) for f in GraphInputs.__dataclass_fields__},
+            "graph": {"k": self.k, "direction": self.direction, "think_k": self.think_k},
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state["spec"] != self.spec or state["graph"] != {
+            "k": self.k,
+            "direction": self.direction,
+            "think_k": self.think_k,
+        }:
+            raise ValueError(
+                f"the checkpoint's reward model ({state['spec']}, {state['graph']}) differs from this run's config"
+            )
+        self.model.load_state_dict(state["model"])
+        self.model.eval()
+        self.set_memory(GraphInputs(**state["memory"]))

@@ -1,0 +1,133 @@
+"""MemReward's online reward: predictions become rewards (hard, soft, abstain), no label is ever read,
+and the predictor's state (GNN weights, memory) round-trips through a checkpoint."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from memrl.data.problem import Problem
+from memrl.grading import Grader
+from memrl.memreward.embed import TextGroup, build_inputs
+from memrl.memreward.encoder import TextEncoder
+from memrl.memreward.gnn import build_model
+from memrl.memreward.predictor import RewardPredictor
+from memrl.rewards.base import Group, RewardContext
+from memrl.rewards.labels import GroundTruth
+from memrl.rewards.memreward import MemRewardReward
+from memrl.rollout.records import Rollout
+
+SPEC = {"kind": "gnn", "in_dim": 384, "feat_dim": 3, "hidden": 16, "heads": 2, "layers": 2, "dropout": 0.0}
+
+
+@pytest.fixture(scope="module")
+def encoder() -> TextEncoder:
+    return TextEncoder()
+
+
+def _memory(encoder):
+    groups = [
+        TextGroup(
+            f"Compute {a} + {b}.",
+            "math",
+            ["add", "add"],
+            [f"\\boxed{{{a + b}}}", f"\\boxed{{{a + b + 1}}}"],
+            [True, False],
+        )
+        for a, b in [(1, 2), (3, 4), (2, 2)]
+    ]
+    return build_inputs(encoder, groups, labelled=True)
+
+
+def _predictor(encoder, seed=0):
+    torch.manual_seed(seed)
+    model = build_model("gnn", 384, 3, 16, 2, 2, 0.0)
+    return RewardPredictor(model, dict(SPEC), _memory(encoder), encoder, k=2, direction="memory_to_query", think_k=0)
+
+
+class _Sealed(GroundTruth):
+    """A label store that fails the test on any read of an unlabelled query's answer, metrics included."""
+
+    def metrics_answer(self, problem_id):
+        raise AssertionError(f"the reward path read the hidden ground truth of {problem_id}")
+
+
+def _groups():
+    problems = [
+        Problem("u1", "Compute 5 + 1.", "6"),
+        Problem("u2", "Compute 2 + 3.", "5"),
+        Problem("l", "Compute 1 + 1.", "2"),
+    ]
+    texts = [["so \\boxed{6}", "so \\boxed{7}"], ["\\boxed{5}", "\\boxed{5}"], ["\\boxed{2}", "\\boxed{3}"]]
+    groups = [
+        Group(
+            GroundTruth.public(p),
+            "prompt",
+            [Rollout(0, i, "prompt", t, [1], [2]) for i, t in enumerate(ts)],
+            p.id == "l",
+        )
+        for p, ts in zip(problems, texts)
+    ]
+    return problems, groups
+
+
+def _ctx(problems):
+    gt = _Sealed(problems, {"l"})
+    return gt, RewardContext(gt, Grader(num_workers=0), step=0, max_response_length=32)
+
+
+def test_unlabelled_groups_get_predicted_hard_rewards_without_reading_labels(encoder):
+    problems, groups = _groups()
+    gt, ctx = _ctx(problems)
+    predictor = _predictor(encoder)
+    component = MemRewardReward(predictor, "hard", 0.5)
+    component.score(groups, ctx)
+    assert gt.reads == set()  # not even the labelled query: GroundTruthReward judges that one
+    expected = predictor.predict(
+        [
+            TextGroup(
+                p.question,
+                "math",
+                ["so", "so"] if p.id == "u1" else ["", ""],
+                [r.text.removeprefix("so ") for r in g.rollouts],
+            )
+            for p, g in zip(problems[:2], groups[:2])
+        ]
+    )
+    for g, ps in zip(groups[:2], expected):
+        assert g.extra["gnn_prob"] == pytest.approx(ps)
+        assert g.outcome == [float(p > 0.5) for p in ps]
+        assert g.score == [float(p > 0.5) for p in ps]
+    assert groups[2].outcome == [None, None] and "gnn_prob" not in groups[2].extra
+    m = component.metrics(groups)
+    assert m["reward/gnn_groups"] == 2.0
+    assert m["reward/gnn_pred_right_frac"] == pytest.approx(sum(p > 0.5 for ps in expected for p in ps) / 4)
+
+
+def test_soft_mode_and_abstain_band(encoder):
+    problems, groups = _groups()
+    _, ctx = _ctx(problems)
+    MemRewardReward(_predictor(encoder), "soft", 0.5).score(groups, ctx)
+    for g in groups[:2]:
+        assert g.score == pytest.approx(g.extra["gnn_prob"])
+        assert g.outcome == [float(p > 0.5) for p in g.extra["gnn_prob"]]
+    # a band covering every probability leaves every unlabelled group unjudged (not trained on)
+    problems, groups = _groups()
+    component = MemRewardReward(_predictor(encoder), "hard", 0.5, (0.0, 1.0))
+    component.score(groups, ctx)
+    assert all(not g.judged for g in groups[:2]) and all(s == 0.0 for g in groups[:2] for s in g.score)
+    assert component.metrics(groups)["reward/gnn_abstained_frac"] == 1.0
+
+
+def test_predictor_state_round_trips(encoder):
+    a, b = _predictor(encoder, seed=0), _predictor(encoder, seed=1)
+    groups = [TextGroup("Compute 9 + 1.", "math", ["x", "y"], ["\\boxed{10}", "\\boxed{11}"])]
+    assert a.predict(groups) != b.predict(groups)
+    state = MemRewardReward(a).state_dict()
+    b_component = MemRewardReward(b)
+    b_component.load_state_dict(state)
+    assert b.predict(groups)[0] == pytest.approx(a.predict(groups)[0], abs=1e-6)
+    torch.testing.assert_close(b.memory.query_emb, a.memory.query_emb)
+    bad = dict(state["predictor"], graph={"k": 3, "direction": "memory_to_query", "think_k": 0})
+    with pytest.raises(ValueError, match="differs"):
+        b.load_state_dict(bad)

@@ -1,0 +1,108 @@
+"""MemReward end to end on the tiny model: `memrl gnn` builds memory/, graph/ and gnn/ (skipped when they
+exist), and `memrl train --resume` trains with the GNN's rewards and counts every label it consumed."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+# 40 training queries, 10 labelled (+ 6 validation, 6 report queries), 4 rollouts each, a small GNN
+ARGS = [
+    "data.synthetic.train_size=40",
+    "reward.label_ratio=0.25",
+    "reward.memreward.val_limit=6",
+    "reward.memreward.report_queries=6",
+    "reward.memreward.warmup.n=4",
+    "reward.memreward.gnn.hidden=16",
+    "reward.memreward.gnn.heads=2",
+    "reward.memreward.gnn.max_epochs=20",
+    "rollout.max_new_tokens=40",
+    "trainer.progress=false",
+]
+TRAIN_ARGS = [
+    "trainer.total_steps=2",
+    "trainer.train_batch_size=4",
+    "trainer.gen_batch_size=4",
+    "trainer.ppo_mini_batch_size=4",
+    "trainer.test_freq=0",
+    "trainer.final_eval=false",
+    "algo.filter_groups.enable=false",
+    "rollout.n=4",
+]
+
+
+def _run(*args: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ)
+    env.update(OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", WANDB_MODE="offline", TOKENIZERS_PARALLELISM="false")
+    cmd = [sys.executable, "-c", "from memrl.cli import main; main()", *args]
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return out
+
+
+@pytest.fixture(scope="module")
+def warm_run(tiny_model_dir, tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
+    run = tmp_path_factory.mktemp("memreward") / "run"
+    out = _run("gnn", *ARGS, f"hydra.run.dir={run}")
+    return run, out
+
+
+def test_warmup_artifacts(warm_run):
+    run, out = warm_run
+    memory = json.loads((run / "memory" / "done.json").read_text())
+    assert memory["summary"]["train"]["queries"] == 10 and memory["summary"]["train"]["rollouts"] == 40
+    assert memory["summary"]["val"]["queries"] == 6 and memory["summary"]["report"]["queries"] == 6
+    assert len(memory["labels"]["labelled_ids"]) == 10 and len(memory["labels"]["extra_validation_ids"]) == 6
+    rows = (run / "memory" / "rollouts.jsonl").read_text().splitlines()
+    assert len(rows) == 88 and {"think", "answer", "correct"} <= set(json.loads(rows[0]))
+
+    graph = json.loads((run / "graph" / "done.json").read_text())
+    # the training graph: 10 labelled queries + 6 validation queries attached, 4 rollouts each
+    assert graph["nodes"] == {"query": 16, "think": 64, "answer": 64}
+    assert graph["edges"]["query__generates_reasoning__think"] == 64
+    assert graph["edges"]["think__leads_to__answer"] == 64
+    # labelled: 7 of the 9 other labelled queries each; validation: 7 labelled neighbours each
+    assert graph["edges"]["query__similar_to__query"] == 10 * 7 + 6 * 7
+
+    report = json.loads((run / "gnn" / "report.json").read_text())
+    assert set(report["models"]) == {"majority_vote", "gnn", "mlp", "homogeneous"}
+    for name, row in report["models"].items():
+        assert row["report"]["n"] == 24, name
+        assert 0.0 <= row["report"]["accuracy"] <= 1.0
+    assert (run / "gnn" / "gnn.pt").is_file() and (run / "gnn" / "mlp.pt").is_file()
+    assert "reward prediction on 6 held-out unlabelled queries" in out.stdout
+
+
+def test_warmup_stages_are_skipped_when_done(warm_run):
+    run, _ = warm_run
+    before = (run / "gnn" / "report.json").stat().st_mtime_ns
+    out = _run("gnn", "--run", str(run))
+    assert (run / "gnn" / "report.json").stat().st_mtime_ns == before
+    log = (run / "memrl.log").read_text()
+    assert "experience memory exists" in log and "reward GNN exists" in log
+    assert out.returncode == 0
+
+
+def test_train_with_gnn_rewards_counts_labels(warm_run):
+    run, _ = warm_run
+    _run("train", "--resume", str(run), *TRAIN_ARGS)
+    rows = [json.loads(line) for line in (run / "train" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2]
+    # 4 prompts a step out of 40 queries, 30 unlabelled: the GNN judged some group in two steps
+    assert sum(r.get("reward/gnn_groups", 0) for r in rows) > 0
+    assert any("metrics_only/reward_f1" in r for r in rows)
+    labels = json.loads((run / "train" / "summary.json").read_text())["labels"]
+    assert labels["label_ratio"] == 0.25 and labels["labelled_train_queries"] == 10
+    assert labels["train_labels_read"] == 10  # RL reads stay inside the labelled set the memory holds
+    assert labels["gnn_validation_labels"] == 6
+    assert labels["total_labels_consumed"] == 16
+    ckpt = run / "train" / "global_step_2" / "rewards.pt"
+    import torch
+
+    state = torch.load(ckpt, weights_only=False)
+    assert set(state["memreward"]["predictor"]) == {"spec", "model", "memory", "graph"}

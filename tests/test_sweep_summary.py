@@ -1,0 +1,43 @@
+"""The sweep summary callback: grouping by setting, mean and spread over seeds, missing jobs listed."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+
+from memrl.sweep_summary import collect_jobs, summarise, to_markdown
+
+
+def _job(root, num, overrides, greedy=None):
+    job = root / str(num)
+    (job / ".hydra").mkdir(parents=True)
+    (job / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
+    if greedy is not None:
+        (job / "train").mkdir()
+        summary = {
+            "final": {"greedy_acc": greedy},
+            "initial": {"greedy_acc": 0.25},
+            "labels": {"total_labels_consumed": 160},
+        }
+        (job / "train" / "summary.json").write_text(json.dumps(summary))
+
+
+def test_summary_groups_seeds_and_lists_missing(tmp_path):
+    _job(tmp_path, 0, ["reward=oracle", "seed=0"], 0.70)
+    _job(tmp_path, 1, ["reward=oracle", "seed=1"], 0.74)
+    _job(tmp_path, 2, ["reward=partial", "seed=0"], 0.40)
+    _job(tmp_path, 3, ["reward=partial", "seed=1"])  # unfinished
+    (tmp_path / "multirun.yaml").write_text("{}")
+    table = summarise(collect_jobs(tmp_path))
+    oracle, partial = table
+    assert oracle["setting"] == "reward=oracle" and oracle["n"] == 2
+    assert oracle["mean"] == pytest.approx(0.72)
+    assert oracle["std"] == pytest.approx(0.028284, abs=1e-6)
+    assert oracle["initial_mean"] == pytest.approx(0.25)
+    assert partial["n"] == 1 and partial["std"] == 0.0 and partial["missing"] == [str(tmp_path / "3")]
+    md = to_markdown(table)
+    assert "| reward=oracle | 72.0 +- 2.8 | 2 | 100.0 |" in md
+    assert "| reward=partial | 40.0 +- 0.0 | 1 | 55.6 |" in md
+    assert "unfinished or failed jobs" in md and str(tmp_path / "3") in md
