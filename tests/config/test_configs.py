@@ -11,7 +11,7 @@ from omegaconf.errors import ValidationError
 
 from memrl.apps import CONF_DIR
 
-GROUPS = ["model", "data", "rollout", "eval", "grading", "logger", "paths", "experiment"]
+GROUPS = ["model", "data", "rollout", "eval", "grading", "logger", "paths"]
 
 
 def options(group: str) -> list[str]:
@@ -27,6 +27,28 @@ def test_every_option_composes(compose_eval, group, option):
     assert cfg.paths.data_dir  # the resolver finds the bundled data
     for spec in cfg.data.eval_sets:
         assert spec.name
+
+
+@pytest.mark.parametrize("option", options("experiment"))
+def test_every_experiment_composes(compose_eval, option):
+    # an experiment belongs to `memrl eval` or to `memrl train` (whose config has the trainer keys)
+    errors = []
+    for app in ("eval", "train"):
+        try:
+            cfg = compose_eval(f"experiment={option}", config_name=app)
+        except ConfigCompositionException as e:
+            errors.append(f"{app}: {e}")
+            continue
+        assert cfg.paths.data_dir and all(spec.name for spec in cfg.data.eval_sets)
+        return
+    pytest.fail(f"experiment={option} composes with neither app config: {errors}")
+
+
+def test_toy_memreward_sweeps_three_modes_and_seeds(compose_eval):
+    cfg = compose_eval("experiment=toy_memreward", config_name="train")
+    params = cfg.hydra.sweeper.params
+    assert params.reward == "oracle,partial,memreward" and params.seed == "0,1,2"
+    assert cfg.trainer.total_epochs == 1.2 and cfg.data.synthetic.train_size == 800
 
 
 def test_defaults(compose_eval):
