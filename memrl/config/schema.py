@@ -254,6 +254,9 @@ class GNNConfig:
     # validate every eval_every epochs; stop after `patience` checks without a better validation F1
     eval_every: int = 5
     patience: int = 4
+    # no early stop before this epoch: with few correct rollouts the validation F1 is 0 for tens of epochs
+    # while the model still learns (the released pipeline has no such floor, i.e. 0)
+    min_epochs: int = 100
     # best-of-N restarts (the released code: 40), chosen on validation by select_by
     restarts: int = 1
     # fpr: lowest validation false-positive rate (the released code); f1: highest validation F1

@@ -39,6 +39,9 @@ class FitSettings:
         max_epochs: epochs per restart at most.
         eval_every: epochs between validation checks (the last epoch is always checked).
         patience: checks without a better validation F1 before stopping.
+        min_epochs: no early stop before this epoch. On an imbalanced task (few correct rollouts) the
+            validation F1 stays 0 for the first tens of epochs while the model still learns; the released
+            pipeline (0 here) would stop there with an all-negative predictor.
         restarts: independent trainings; restart r is seeded with seed + r.
         select_by: "fpr" (lowest validation FPR, ties by higher F1) or "f1" (highest F1, ties by lower FPR).
         seed: torch seed of restart 0.
@@ -49,6 +52,7 @@ class FitSettings:
     max_epochs: int = 150
     eval_every: int = 5
     patience: int = 4
+    min_epochs: int = 0
     restarts: int = 1
     select_by: str = "fpr"
     seed: int = 42
@@ -151,7 +155,7 @@ def _train_once(
             stale = 0
         else:
             stale += 1
-            if stale >= settings.patience:
+            if stale >= settings.patience and epoch >= settings.min_epochs:
                 break
     if progress is not None and epoch < settings.max_epochs:
         progress(settings.max_epochs - epoch)  # the skipped epochs, so a bar over restarts x max_epochs ends full

@@ -305,6 +305,7 @@ def fit_settings(cfg: DictConfig) -> Any:
         max_epochs=int(g.max_epochs),
         eval_every=int(g.eval_every),
         patience=int(g.patience),
+        min_epochs=int(g.min_epochs),
         restarts=int(g.restarts),
         select_by=str(g.select_by),
         seed=int(g.seed),

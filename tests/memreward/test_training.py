@@ -116,6 +116,18 @@ def test_early_stop_after_patience_checks(offset_graph):
     assert sum(steps) == 60  # progress is advanced over the skipped epochs too
 
 
+def test_no_early_stop_before_min_epochs(offset_graph):
+    stopped = fit(
+        lambda: OffsetModel(-2.0, OFFSETS), offset_graph, TRAIN, VAL, FitSettings(lr=0.1, max_epochs=60, patience=2)
+    )
+    settings = FitSettings(lr=0.1, max_epochs=60, eval_every=5, patience=2, min_epochs=45)
+    result = fit(lambda: OffsetModel(-2.0, OFFSETS), offset_graph, TRAIN, VAL, settings)
+    assert stopped.restarts[0]["epochs"] < 45
+    # the same run goes on to epoch 45 at least; the stale checks are counted all along, so it stops there
+    assert result.restarts[0]["epochs"] == 45
+    assert result.best_epoch == stopped.best_epoch
+
+
 def test_without_validation_the_last_weights_are_kept(offset_graph):
     settings = FitSettings(lr=0.1, max_epochs=12, eval_every=5)
     result = fit(lambda: OffsetModel(-2.0, OFFSETS), offset_graph, TRAIN, torch.zeros(12, dtype=torch.bool), settings)
