@@ -297,6 +297,11 @@ class MemRewardConfig:
     abstain_band: list[float] | None = None
     # also train the MLP and homogeneous-graph ablations for the GNN report
     baselines: bool = True
+    # beyond the paper (whose memory is frozen): add the labelled groups of each training step to the memory
+    # and fine-tune the GNN on the grown memory every refresh_every steps (early stopping on the same
+    # validation queries); no label beyond those the run reads anyway
+    grow_memory: bool = False
+    refresh_every: int = 10
 
 
 @dataclass

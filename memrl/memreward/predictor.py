@@ -14,7 +14,7 @@ from typing import Any
 import torch
 
 from memrl.memreward.embed import TextGroup, build_inputs
-from memrl.memreward.graph import GraphInputs, MemoryGraph
+from memrl.memreward.graph import GraphInputs, MemoryGraph, concat_inputs
 
 
 class RewardPredictor:
@@ -47,6 +47,44 @@ class RewardPredictor:
     def set_memory(self, memory: GraphInputs) -> None:
         self.memory = memory
         self.graph = MemoryGraph(memory, self.k, self.direction, self.think_k)
+
+    def grow(self, groups: Sequence[TextGroup]) -> int:
+        """Add labelled groups (with their `labels`) to the memory; returns the rollouts added.
+
+        The new queries become labelled memory: later queries may get them as neighbours.
+        """
+        if not groups:
+            return 0
+        new = build_inputs(self.encoder, groups, labelled=True)
+        self.set_memory(concat_inputs(self.memory, new))
+        return new.num_rollouts
+
+    def refresh(self, val: GraphInputs, val_labels: torch.Tensor, settings: Any) -> dict[str, Any]:
+        """Fine-tune the model on the current memory from its current weights (`training.fit`, early
+        stopping and selection on the validation queries `val` with labels `val_labels` [R_val]).
+
+        Returns:
+            {"best_epoch", "val_f1", "val_fpr"} of the refresh.
+        """
+        import copy
+
+        from memrl.memreward.training import fit
+
+        graph, val_index = self.graph.attach(val)
+        graph["answer"].y[val_index] = val_labels.to(graph["answer"].y)
+        train_mask = torch.zeros(graph["answer"].num_nodes, dtype=torch.bool)
+        train_mask[: self.memory.num_rollouts] = True
+        val_mask = torch.zeros_like(train_mask)
+        val_mask[val_index] = True
+        current = copy.deepcopy(self.model)
+        result = fit(lambda: copy.deepcopy(current).train(), graph, train_mask, val_mask, settings)
+        self.model.load_state_dict(result.model.state_dict())
+        self.model.eval()
+        return {
+            "best_epoch": result.best_epoch,
+            "val_f1": result.val_metrics.get("f1"),
+            "val_fpr": result.val_metrics.get("fpr"),
+        }
 
     @torch.no_grad()
     def predict(self, groups: Sequence[TextGroup]) -> list[list[float]]:

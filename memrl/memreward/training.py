@@ -193,6 +193,21 @@ def fit(
         UserError: an unknown select_by or non-positive counts in the settings.
     """
     y = _check_inputs(graph, train_mask, val_mask, settings).float()
+    # restarts seed torch; the caller's random stream (a training run's sampling) must not notice
+    devices = [y.device.index or 0] if y.device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        return _fit(make_model, graph, y, train_mask, val_mask, settings, progress)
+
+
+def _fit(
+    make_model: Callable[[], nn.Module],
+    graph: HeteroData,
+    y: Tensor,
+    train_mask: Tensor,
+    val_mask: Tensor,
+    settings: FitSettings,
+    progress: Callable[[int], None] | None,
+) -> FitResult:
     device = y.device
     history: list[dict] = []
     summaries: list[dict] = []

@@ -7,13 +7,20 @@ component judges the other groups from the frozen memory graph and reward model 
 - `soft`: score = p, outcome = 1[p > threshold] (dynamic sampling filters on the binary outcome);
 - `abstain_band=[lo, hi]`: a group with any p in [lo, hi] stays unjudged, so it is not trained on.
 
+With `growth` (beyond the paper, off by default), the labelled groups of every step join the memory with
+the outcomes `GroundTruthReward` gave them, and every `refresh_every` steps the model is fine-tuned on the
+grown memory (`RewardPredictor.refresh`).
+
 It never reads a label: groups arrive without answers and it does not call `ctx.labels`.
 """
 
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import Any
+
+import torch
 
 from memrl.memreward.embed import TextGroup
 from memrl.memreward.predictor import RewardPredictor
@@ -21,6 +28,22 @@ from memrl.rewards.base import Group, RewardComponent, RewardContext
 from memrl.rollout.split import split_thinking_answer
 
 REWARD_MODES = ("hard", "soft")
+
+
+@dataclass
+class MemoryGrowth:
+    """Online growth of the memory: fine-tune every `refresh_every` steps, validating on `val`.
+
+    Attributes:
+        val: the GNN's validation queries as graph inputs (unlabelled nodes).
+        val_labels: [R_val] their rollouts' labels (already counted by the warm-up).
+        settings: `training.FitSettings` of the refreshes.
+    """
+
+    refresh_every: int
+    val: Any
+    val_labels: torch.Tensor
+    settings: Any
 
 
 class MemRewardReward(RewardComponent):
@@ -43,6 +66,7 @@ class MemRewardReward(RewardComponent):
         mode: str = "hard",
         threshold: float = 0.5,
         abstain_band: tuple[float, float] | None = None,
+        growth: MemoryGrowth | None = None,
     ) -> None:
         if mode not in REWARD_MODES:
             raise ValueError(f"unknown MemReward reward mode {mode!r}; valid: {', '.join(REWARD_MODES)}")
@@ -51,19 +75,19 @@ class MemRewardReward(RewardComponent):
         self.threshold = float(threshold)
         self.abstain_band = None if abstain_band is None else (float(abstain_band[0]), float(abstain_band[1]))
         self.last_seconds = 0.0
+        self.growth = growth
+        self.grown_rollouts = 0
+        self.last_refresh_step = 0
+        self.refreshes: list[dict[str, Any]] = []
 
     def score(self, groups: list[Group], ctx: RewardContext) -> None:
+        if self.growth is not None:
+            self._grow(groups, ctx)
         todo = [g for g in groups if not g.labelled]
         if not todo:
             return
         t0 = time.time()
-        text_groups = []
-        for g in todo:
-            parts = [split_thinking_answer(r.text) for r in g.rollouts]
-            text_groups.append(
-                TextGroup(g.problem.question, g.problem.domain, [p[0] for p in parts], [p[1] for p in parts])
-            )
-        probs = self.predictor.predict(text_groups)
+        probs = self.predictor.predict([_text_group(g) for g in todo])
         for g, ps in zip(todo, probs):
             g.extra["gnn_prob"] = ps
             if self.abstain_band is not None and any(self.abstain_band[0] <= p <= self.abstain_band[1] for p in ps):
@@ -74,6 +98,19 @@ class MemRewardReward(RewardComponent):
                 g.outcome[i] = right
                 g.score[i] += right if self.mode == "hard" else p
         self.last_seconds += time.time() - t0
+
+    def _grow(self, groups: list[Group], ctx: RewardContext) -> None:
+        """Refresh the model when a refresh is due (before this step's predictions), then add this batch's
+        labelled groups, judged by the ground-truth reward that ran before this component."""
+        g = self.growth
+        if ctx.step > self.last_refresh_step and ctx.step % g.refresh_every == 0 and self.grown_rollouts:
+            t0 = time.time()
+            out = self.predictor.refresh(g.val, g.val_labels, g.settings)
+            self.refreshes.append({"step": ctx.step, "seconds": round(time.time() - t0, 2), **out})
+            self.last_refresh_step = ctx.step
+        labelled = [x for x in groups if x.labelled and x.judged]
+        added = [_text_group(x, labels=[o > 0.5 for o in x.outcome]) for x in labelled]
+        self.grown_rollouts += self.predictor.grow(added)
 
     def metrics(self, groups: list[Group]) -> dict[str, float]:
         judged = [g for g in groups if "gnn_prob" in g.extra]
@@ -86,13 +123,27 @@ class MemRewardReward(RewardComponent):
             "reward/gnn_pred_right_frac": sum(p > self.threshold for p in probs) / len(probs),
             "timing_s/gnn_reward": self.last_seconds,
         }
+        if self.growth is not None:
+            out["reward/gnn_memory_rollouts"] = float(self.predictor.memory.num_rollouts)
+            out["reward/gnn_refreshes"] = float(len(self.refreshes))
         if self.abstain_band is not None:
             out["reward/gnn_abstained_frac"] = sum("gnn_abstained" in g.extra for g in judged) / len(judged)
         self.last_seconds = 0.0
         return out
 
     def state_dict(self) -> dict[str, Any]:
-        return {"predictor": self.predictor.state_dict()}
+        growth = {"grown_rollouts": self.grown_rollouts, "last_refresh_step": self.last_refresh_step}
+        return {"predictor": self.predictor.state_dict(), "growth": growth | {"refreshes": list(self.refreshes)}}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.predictor.load_state_dict(state["predictor"])
+        growth = state.get("growth", {})
+        self.grown_rollouts = int(growth.get("grown_rollouts", 0))
+        self.last_refresh_step = int(growth.get("last_refresh_step", 0))
+        self.refreshes = list(growth.get("refreshes", []))
+
+
+def _text_group(group: Group, labels: list[bool] | None = None) -> TextGroup:
+    """A group's query and rollouts as text, split into thinking and answer as in the warm-up memory."""
+    parts = [split_thinking_answer(r.text) for r in group.rollouts]
+    return TextGroup(group.problem.question, group.problem.domain, [p[0] for p in parts], [p[1] for p in parts], labels)

@@ -181,6 +181,8 @@ def check_memreward_config(cfg: DictConfig) -> None:
         raise UserError(f"unknown reward.memreward.reward_mode={mr.reward_mode}; valid: hard, soft")
     if str(mr.gnn.select_by) not in ("fpr", "f1"):
         raise UserError(f"unknown reward.memreward.gnn.select_by={mr.gnn.select_by}; valid: fpr, f1")
+    if int(mr.refresh_every) < 1:
+        raise UserError(f"reward.memreward.refresh_every must be >= 1, got {mr.refresh_every}")
     if int(mr.k) < 1:
         raise UserError(f"reward.memreward.k must be >= 1, got {mr.k}")
     if mr.abstain_band is not None:
@@ -474,7 +476,7 @@ def memreward_component(cfg: DictConfig, run_dir: RunDir, policy: tuple[Any, Any
     from memrl.rewards.memreward import MemRewardReward
 
     warm = run_warmup(cfg, run_dir, policy)
-    inputs, _ = load_graph_inputs(run_dir)
+    inputs, labels = load_graph_inputs(run_dir)
     saved = torch.load(gnn_dir(run_dir) / "gnn.pt", map_location="cpu", weights_only=True)
     model = make_model(saved["spec"])
     model.load_state_dict(saved["state_dict"])
@@ -483,7 +485,12 @@ def memreward_component(cfg: DictConfig, run_dir: RunDir, policy: tuple[Any, Any
         model, saved["spec"], inputs["train"], warm["encoder"], int(mr.k), str(mr.direction), int(mr.think_k)
     )
     band = None if mr.abstain_band is None else tuple(float(x) for x in mr.abstain_band)
-    return MemRewardReward(predictor, str(mr.reward_mode), float(mr.threshold), band)
+    growth = None
+    if mr.grow_memory:
+        from memrl.rewards.memreward import MemoryGrowth
+
+        growth = MemoryGrowth(int(mr.refresh_every), inputs["val"], labels["val"], fit_settings(cfg))
+    return MemRewardReward(predictor, str(mr.reward_mode), float(mr.threshold), band, growth)
 
 
 def warmup_labels(run_dir: RunDir) -> dict[str, Any]:

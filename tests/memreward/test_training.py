@@ -260,3 +260,11 @@ def test_inputs_are_checked(offset_graph):
     del offset_graph[ANSWER].y
     with pytest.raises(ValueError, match="no labels"):
         fit(make, offset_graph, TRAIN, VAL, FitSettings())
+
+
+def test_fit_leaves_the_callers_random_stream_alone(offset_graph):
+    torch.manual_seed(7)
+    expected = torch.rand(3)
+    torch.manual_seed(7)
+    fit(lambda: OffsetModel(-2.0, OFFSETS), offset_graph, TRAIN, VAL, FitSettings(lr=0.1, max_epochs=10, restarts=2))
+    torch.testing.assert_close(torch.rand(3), expected)

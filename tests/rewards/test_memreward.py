@@ -131,3 +131,34 @@ def test_predictor_state_round_trips(encoder):
     bad = dict(state["predictor"], graph={"k": 3, "direction": "memory_to_query", "think_k": 0})
     with pytest.raises(ValueError, match="differs"):
         b.load_state_dict(bad)
+
+
+def test_memory_growth_adds_labelled_groups_and_refreshes(encoder):
+    from memrl.memreward.training import FitSettings
+    from memrl.rewards.memreward import MemoryGrowth
+
+    val_groups = [TextGroup("Compute 4 + 4.", "math", ["a", "b"], ["\\boxed{8}", "\\boxed{9}"])]
+    growth = MemoryGrowth(
+        2, build_inputs(encoder, val_groups, False), torch.tensor([1.0, 0.0]), FitSettings(max_epochs=5, lr=0.05)
+    )
+    predictor = _predictor(encoder)
+    component = MemRewardReward(predictor, growth=growth)
+    before = {k: v.clone() for k, v in predictor.model.state_dict().items()}
+    problems, groups = _groups()
+    gt, _ = _ctx(problems)
+    groups[2].outcome = [1.0, 0.0]  # as GroundTruthReward leaves the labelled group
+    component.score(groups, RewardContext(gt, Grader(num_workers=0), step=1, max_response_length=32))
+    assert predictor.memory.num_rollouts == 8 and predictor.memory.num_queries == 4
+    assert predictor.memory.rollout_label[-2:].tolist() == [1.0, 0.0]
+    assert bool(predictor.memory.query_labelled[-1]) and component.refreshes == []
+    assert all(torch.equal(v, predictor.model.state_dict()[k]) for k, v in before.items())
+    # step 2: a refresh is due before this step's predictions; the memory grows again after it
+    component.score(groups, RewardContext(gt, Grader(num_workers=0), step=2, max_response_length=32))
+    assert [r["step"] for r in component.refreshes] == [2]
+    assert any(not torch.equal(v, predictor.model.state_dict()[k]) for k, v in before.items())
+    assert predictor.memory.num_rollouts == 10
+    assert component.metrics(groups)["reward/gnn_memory_rollouts"] == 10.0
+    # the grown memory and the counters round-trip through a checkpoint
+    other = MemRewardReward(_predictor(encoder, seed=3), growth=growth)
+    other.load_state_dict(component.state_dict())
+    assert other.predictor.memory.num_rollouts == 10 and other.last_refresh_step == 2 and other.grown_rollouts == 4

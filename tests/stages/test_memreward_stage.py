@@ -33,6 +33,9 @@ TRAIN_ARGS = [
     "trainer.final_eval=false",
     "algo.filter_groups.enable=false",
     "rollout.n=4",
+    # the optional online growth, refreshing at every step where labelled groups have joined the memory
+    "reward.memreward.grow_memory=true",
+    "reward.memreward.refresh_every=1",
 ]
 
 
@@ -96,6 +99,8 @@ def test_train_with_gnn_rewards_counts_labels(warm_run):
     # 4 prompts a step out of 40 queries, 30 unlabelled: the GNN judged some group in two steps
     assert sum(r.get("reward/gnn_groups", 0) for r in rows) > 0
     assert any("metrics_only/reward_f1" in r for r in rows)
+    grown = [r["reward/gnn_memory_rollouts"] for r in rows if "reward/gnn_memory_rollouts" in r]
+    assert grown and all(x >= 40 and x % 4 == 0 for x in grown)
     labels = json.loads((run / "train" / "summary.json").read_text())["labels"]
     assert labels["label_ratio"] == 0.25 and labels["labelled_train_queries"] == 10
     assert labels["train_labels_read"] == 10  # RL reads stay inside the labelled set the memory holds
@@ -106,3 +111,5 @@ def test_train_with_gnn_rewards_counts_labels(warm_run):
 
     state = torch.load(ckpt, weights_only=False)
     assert set(state["memreward"]["predictor"]) == {"spec", "model", "memory", "graph"}
+    assert state["memreward"]["predictor"]["memory"]["query_emb"].shape[0] >= 10
+    assert state["memreward"]["growth"]["grown_rollouts"] % 4 == 0
