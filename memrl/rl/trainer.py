@@ -534,7 +534,11 @@ class Trainer:
             self.tokenizer,
             self.optimizer,
             self.scheduler,
-            {"sampler": self.sampler.state_dict(), "label_reads": sorted(self.gt.reads)},
+            {
+                "sampler": self.sampler.state_dict(),
+                "label_reads": sorted(self.gt.reads),
+                "labelled_ids": sorted(self.gt.labelled_ids),
+            },
             self.pipeline.state_dict(),
             keep=self.s.max_ckpt_to_keep,
         )
@@ -544,6 +548,14 @@ class Trainer:
         if path is None:
             return
         state = ckpt.load_checkpoint(path, self.model, self.optimizer, self.scheduler)
+        saved_split = state["trainer"].get("labelled_ids")
+        if saved_split is not None and set(saved_split) != set(self.gt.labelled_ids):
+            from memrl.errors import UserError
+
+            raise UserError(
+                f"{path} was trained with another label split ({len(saved_split)} labelled queries, now "
+                f"{len(self.gt.labelled_ids)}): resume with the run's reward.label_ratio, reward.label_seed and data"
+            )
         self.step = int(state["trainer"]["step"])
         self.sampler.load_state_dict(state["trainer"]["sampler"])
         self.gt.reads.update(state["trainer"].get("label_reads", []))

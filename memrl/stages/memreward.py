@@ -361,7 +361,7 @@ def run_gnn(cfg: DictConfig, run_dir: RunDir) -> dict[str, Any]:
 
     from memrl.memreward.graph import MemoryGraph
     from memrl.memreward.metrics import binary_metrics
-    from memrl.memreward.training import fit, predict_proba
+    from memrl.memreward.training import predict_proba
     from memrl.utils.io import atomic_torch_save, atomic_write_json
 
     folder = gnn_dir(run_dir)
@@ -396,7 +396,9 @@ def run_gnn(cfg: DictConfig, run_dir: RunDir) -> dict[str, Any]:
     for kind in kinds:
         spec = model_spec(cfg, kind, inputs["train"])
         t0 = time.time()
-        result = fit(lambda spec=spec: make_model(spec), train_graph, train_mask, val_mask, settings)
+        result = _fit_with_bar(
+            cfg, kind, lambda spec=spec: make_model(spec), train_graph, train_mask, val_mask, settings
+        )
         seconds = time.time() - t0
         train_prob = predict_proba(result.model, train_graph)
         row = {
@@ -431,6 +433,25 @@ def run_gnn(cfg: DictConfig, run_dir: RunDir) -> dict[str, Any]:
     atomic_write_json(folder / GNN_DONE, report)
     print_gnn_table(report)
     return report
+
+
+def _fit_with_bar(
+    cfg: DictConfig, kind: str, make: Any, graph: Any, train_mask: Any, val_mask: Any, settings: Any
+) -> Any:
+    """`training.fit` with a progress bar over restarts x max_epochs (early-stopped epochs count as done)."""
+    from memrl.memreward.training import fit
+
+    if not cfg.trainer.progress:
+        return fit(make, graph, train_mask, val_mask, settings)
+    from memrl.utils.progress import progress_bar
+
+    bar = progress_bar(kind)
+    bar.start()
+    task = bar.add_task(f"fit {kind}", total=settings.restarts * settings.max_epochs, info="")
+    try:
+        return fit(make, graph, train_mask, val_mask, settings, progress=lambda k: bar.advance(task, k))
+    finally:
+        bar.stop()
 
 
 def print_gnn_table(report: dict[str, Any]) -> None:

@@ -223,6 +223,23 @@ def test_partial_rewards_train_only_on_labelled_queries(policy, synthetic_train,
     assert all(g.labelled for g in result.trained_groups)
 
 
+def test_resume_refuses_another_label_split(policy, synthetic_train, tmp_path):
+    from memrl.errors import UserError
+
+    problems = list(synthetic_train[:16])
+    first = nested_labelled_ids([p.id for p in problems], 0.25, seed=1)
+    tr = make_trainer(policy, problems, tmp_path, labelled=first)
+    tr.save()
+    same = make_trainer(policy, problems, tmp_path, labelled=first, resume="auto")
+    same._maybe_resume()
+    assert same.step == 0
+    other = make_trainer(
+        policy, problems, tmp_path, labelled=nested_labelled_ids([p.id for p in problems], 0.25, seed=2), resume="auto"
+    )
+    with pytest.raises(UserError, match="another label split"):
+        other._maybe_resume()
+
+
 def test_total_epochs_sets_steps_from_the_training_pool(policy, synthetic_train, tmp_path):
     """An epoch budget gives a label-limited run proportionally fewer steps (the pool is its labelled queries)."""
     from memrl.rl.trainer import steps_for_epochs
