@@ -122,3 +122,8 @@ def test_misspelt_train_key_names_the_key(compose_eval):
     with pytest.raises(ConfigCompositionException) as e:
         compose_eval("algo.clip_ratio_hgh=0.3", config_name="train")
     assert "Key 'clip_ratio_hgh' not in 'AlgoConfig'" in str(e.value.__cause__)
+
+
+def test_an_experiment_overrides_the_app_config(compose_eval):
+    # the experiment comes after the app config's own keys, so its task_name (the output folder) wins
+    assert compose_eval("experiment=toy_memreward", config_name="train").task_name == "toy_memreward"
