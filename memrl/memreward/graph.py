@@ -381,3 +381,49 @@ def to_homogeneous_graph(data: HeteroData) -> tuple[Tensor, Tensor, Tensor]:
     edge_index = torch.cat(parts, dim=1) if parts else torch.zeros(2, 0, dtype=torch.long, device=x.device)
     answer_index = torch.arange(offsets[ANSWER], start, device=x.device)
     return x, edge_index, answer_index
+
+
+def receptive_subgraph(data: HeteroData, answer_index: Tensor, hops: int) -> tuple[HeteroData, Tensor]:
+    """The part of `data` that a `hops`-layer model reads to score the rollouts `answer_index`.
+
+    A readout reads, after the last layer, each target rollout's answer and think nodes and its query.
+    Going back one layer per hop along incoming edges gives every node whose input can reach them; the
+    subgraph induced by those nodes holds every incoming edge of every node within `hops - 1` hops, so
+    the targets' outputs are exactly those of the full graph (GATv2 normalises attention over a node's
+    incoming edges, all of which are kept). Online, this scores a batch against a memory of any size at
+    the cost of its k-neighbourhood.
+
+    Args:
+        data: a graph from `build_graph` / `MemoryGraph.attach`.
+        answer_index: [T] long, the answer nodes to score.
+        hops: message-passing layers of the model (0 for a model without a graph).
+
+    Returns:
+        (subgraph, index [T] of the targets' answer nodes in it); `answer.query` is renumbered.
+    """
+    device = answer_index.device
+    keep = {t: torch.zeros(data[t].num_nodes, dtype=torch.bool, device=device) for t in NODE_TYPES}
+    keep[ANSWER][answer_index] = True
+    keep[THINK][answer_index] = True
+    keep[QUERY][data[ANSWER].query[answer_index]] = True
+    frontier = {t: keep[t].clone() for t in NODE_TYPES}
+    for _ in range(hops):
+        reached = {t: torch.zeros_like(keep[t]) for t in NODE_TYPES}
+        for src, rel, dst in data.edge_types:
+            edge_index = data[src, rel, dst].edge_index
+            reached[src][edge_index[0][frontier[dst][edge_index[1]]]] = True
+        frontier = {t: reached[t] & ~keep[t] for t in NODE_TYPES}
+        keep = {t: keep[t] | reached[t] for t in NODE_TYPES}
+    # the readout pairs think r with answer r, and reads each answer's query: keep whole rollouts and their
+    # queries. What this adds lies outside the field, so it feeds no node whose output a target reads.
+    keep[THINK] |= keep[ANSWER]
+    keep[ANSWER] = keep[THINK].clone()
+    keep[QUERY][data[ANSWER].query[keep[ANSWER]]] = True
+    nodes = {t: keep[t].nonzero().view(-1) for t in NODE_TYPES}
+    sub = data.subgraph(nodes)
+    query_map = torch.full((data[QUERY].num_nodes,), -1, dtype=torch.long, device=device)
+    query_map[nodes[QUERY]] = torch.arange(len(nodes[QUERY]), device=device)
+    sub[ANSWER].query = query_map[data[ANSWER].query[nodes[ANSWER]]]
+    answer_map = torch.full((data[ANSWER].num_nodes,), -1, dtype=torch.long, device=device)
+    answer_map[nodes[ANSWER]] = torch.arange(len(nodes[ANSWER]), device=device)
+    return sub, answer_map[answer_index]

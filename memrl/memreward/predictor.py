@@ -1,8 +1,8 @@
 """The frozen reward predictor of a training run: the labelled memory graph and the trained reward model.
 
 Online (METHODS.md A2.5): for a batch of new, unlabelled groups, embed them, attach them to the memory
-graph (kNN edges to the labelled queries; memory edges unchanged), run the model once over the graph,
-and read P(correct) at the new answer nodes. Nothing here reads a label: the memory's own labels are
+graph (kNN edges to the labelled queries; memory edges unchanged), run the model once over the part of
+the graph its layers read (`graph.receptive_subgraph`, exact), and read P(correct) at the new answer nodes. Nothing here reads a label: the memory's own labels are
 training targets already baked into the model, and the new groups arrive without answers.
 """
 
@@ -14,7 +14,7 @@ from typing import Any
 import torch
 
 from memrl.memreward.embed import TextGroup, build_inputs
-from memrl.memreward.graph import GraphInputs, MemoryGraph, concat_inputs
+from memrl.memreward.graph import GraphInputs, MemoryGraph, concat_inputs, receptive_subgraph
 
 
 class RewardPredictor:
@@ -97,6 +97,9 @@ class RewardPredictor:
             return []
         new = build_inputs(self.encoder, [TextGroup(g.question, g.domain, g.thinks, g.answers) for g in groups], False)
         graph, answer_index = self.graph.attach(new)
+        # only what the model's layers read: the cost of a batch does not grow with the memory
+        hops = 0 if self.spec.get("kind") == "mlp" else int(self.spec.get("layers", 2))
+        graph, answer_index = receptive_subgraph(graph, answer_index, hops)
         prob = torch.sigmoid(self.model(graph)[answer_index]).tolist()
         out, start = [], 0
         for g in groups:

@@ -283,3 +283,39 @@ def test_edge_type_names():
         ("query", "similar_to", "query"),
         ("think", "competes_with", "think"),
     )
+
+
+def _random_inputs(n_queries, per_query, labelled, seed):
+    g = torch.Generator().manual_seed(seed)
+    r = n_queries * per_query
+    norm = torch.nn.functional.normalize
+    return GraphInputs(
+        query_emb=norm(torch.randn(n_queries, D, generator=g), dim=-1),
+        think_emb=norm(torch.randn(r, D, generator=g), dim=-1),
+        answer_emb=norm(torch.randn(r, D, generator=g), dim=-1),
+        answer_feat=torch.rand(r, 3, generator=g),
+        rollout_query=torch.arange(n_queries).repeat_interleave(per_query),
+        query_labelled=torch.full((n_queries,), labelled),
+        rollout_label=(torch.rand(r, generator=g) > 0.5).float() if labelled else torch.full((r,), float("nan")),
+    )
+
+
+@pytest.mark.parametrize("kind", ["gnn", "homogeneous", "mlp"])
+@pytest.mark.parametrize("direction,think_k", [("memory_to_query", 0), ("query_to_memory", 2)])
+def test_receptive_subgraph_scores_exactly_like_the_full_graph(kind, direction, think_k):
+    from memrl.memreward.gnn import build_model
+    from memrl.memreward.graph import COMPETES_WITH, receptive_subgraph
+
+    memory, new = _random_inputs(30, 3, True, 0), _random_inputs(4, 3, False, 1)
+    full, answer_index = MemoryGraph(memory, 3, direction, think_k).attach(new)
+    torch.manual_seed(0)
+    edge_types = [et for et in EDGE_TYPES if et != COMPETES_WITH or think_k]
+    model = build_model(kind, D, 3, 16, 2, 2, 0.0, edge_types=edge_types).eval()
+    sub, sub_index = receptive_subgraph(full, answer_index, hops=2 if kind != "mlp" else 0)
+    assert sub[QUERY].num_nodes < full[QUERY].num_nodes and sub[THINK].num_nodes < full[THINK].num_nodes
+    with torch.no_grad():
+        torch.testing.assert_close(model(sub)[sub_index], model(full)[answer_index], rtol=1e-5, atol=1e-5)
+    # the readout's query of every scored rollout is its own query
+    torch.testing.assert_close(
+        sub[QUERY].x[sub[ANSWER].query[sub_index]], full[QUERY].x[full[ANSWER].query[answer_index]]
+    )
