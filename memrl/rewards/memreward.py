@@ -79,6 +79,7 @@ class MemRewardReward(RewardComponent):
         self.grown_rollouts = 0
         self.last_refresh_step = 0
         self.refreshes: list[dict[str, Any]] = []
+        self.refresh_seconds = 0.0
 
     def score(self, groups: list[Group], ctx: RewardContext) -> None:
         if self.growth is not None:
@@ -107,6 +108,7 @@ class MemRewardReward(RewardComponent):
             t0 = time.time()
             out = self.predictor.refresh(g.val, g.val_labels, g.settings)
             self.refreshes.append({"step": ctx.step, "seconds": round(time.time() - t0, 2), **out})
+            self.refresh_seconds += time.time() - t0
             self.last_refresh_step = ctx.step
         labelled = [x for x in groups if x.labelled and x.judged]
         added = [_text_group(x, labels=[o > 0.5 for o in x.outcome]) for x in labelled]
@@ -126,6 +128,8 @@ class MemRewardReward(RewardComponent):
         if self.growth is not None:
             out["reward/gnn_memory_rollouts"] = float(self.predictor.memory.num_rollouts)
             out["reward/gnn_refreshes"] = float(len(self.refreshes))
+            out["timing_s/gnn_refresh"] = self.refresh_seconds
+            self.refresh_seconds = 0.0
         if self.abstain_band is not None:
             out["reward/gnn_abstained_frac"] = sum("gnn_abstained" in g.extra for g in judged) / len(judged)
         self.last_seconds = 0.0

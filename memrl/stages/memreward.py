@@ -212,8 +212,12 @@ def build_encoder(cfg: DictConfig) -> Any:
     """The sentence encoder of reward.memreward (the packaged all-MiniLM-L6-v2 unless encoder_path is set)."""
     from memrl.memreward.encoder import TextEncoder
 
+    import torch
+
     mr = cfg.reward.memreward
-    return TextEncoder(mr.encoder_path, device="cpu", batch_size=int(mr.encoder_batch_size))
+    # on a GPU machine the encoder runs there too: online, it embeds every unlabelled rollout of a step
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    return TextEncoder(mr.encoder_path, device=device, batch_size=int(mr.encoder_batch_size))
 
 
 def run_graph(cfg: DictConfig, run_dir: RunDir, encoder: Any = None) -> dict[str, Any]:
