@@ -27,15 +27,16 @@ def warmup_seconds(run: Path) -> dict[str, float | None]:
     return out
 
 
-def online_share(run: Path) -> tuple[float, float, int] | None:
-    """(GNN reward seconds, step seconds, steps) summed over train/metrics.jsonl; None without it."""
+def online_share(run: Path) -> tuple[float, float, float, int] | None:
+    """(GNN scoring seconds, GNN refresh seconds, step seconds, steps) summed over train/metrics.jsonl."""
     path = run / "train" / "metrics.jsonl"
     if not path.is_file():
         return None
     rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     gnn = sum(r.get("timing_s/gnn_reward", 0.0) for r in rows)
+    refresh = sum(r.get("timing_s/gnn_refresh", 0.0) for r in rows)
     step = sum(r.get("perf/time_per_step", 0.0) for r in rows)
-    return gnn, step, len(rows)
+    return gnn, refresh, step, len(rows)
 
 
 def main(argv: list[str]) -> int:
@@ -59,9 +60,11 @@ def main(argv: list[str]) -> int:
         )
         share = online_share(run)
         if share is not None:
-            gnn, step, steps = share
+            gnn, refresh, step, steps = share
             ratio = gnn / step if step else float("nan")
-            print(f"  online GNN reward: {gnn:.1f}s of {step:.1f}s step time over {steps} steps = {100 * ratio:.1f}%")
+            print(f"  online GNN scoring: {gnn:.1f}s of {step:.1f}s step time over {steps} steps = {100 * ratio:.1f}%")
+            if refresh:
+                print(f"  memory growth refreshes: {refresh:.1f}s = {100 * refresh / step:.1f}% of step time")
     return 0
 
 
