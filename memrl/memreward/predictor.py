@@ -8,6 +8,7 @@ training targets already baked into the model, and the new groups arrive without
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -43,6 +44,8 @@ class RewardPredictor:
         self.encoder = encoder
         self.k, self.direction, self.think_k = k, direction, think_k
         self.set_memory(memory)
+        # where online scoring spends its time (read and reset by the reward component's metrics)
+        self.seconds = {"embed": 0.0, "graph_and_model": 0.0}
 
     def set_memory(self, memory: GraphInputs) -> None:
         self.memory = memory
@@ -95,12 +98,16 @@ class RewardPredictor:
         """
         if not groups:
             return []
+        t0 = time.perf_counter()
         new = build_inputs(self.encoder, [TextGroup(g.question, g.domain, g.thinks, g.answers) for g in groups], False)
+        t1 = time.perf_counter()
         graph, answer_index = self.graph.attach(new)
         # only what the model's layers read: the cost of a batch does not grow with the memory
         hops = 0 if self.spec.get("kind") == "mlp" else int(self.spec.get("layers", 2))
         graph, answer_index = receptive_subgraph(graph, answer_index, hops)
         prob = torch.sigmoid(self.model(graph)[answer_index]).tolist()
+        self.seconds["embed"] += t1 - t0
+        self.seconds["graph_and_model"] += time.perf_counter() - t1
         out, start = [], 0
         for g in groups:
             out.append(prob[start : start + len(g.answers)])

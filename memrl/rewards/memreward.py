@@ -124,7 +124,9 @@ class MemRewardReward(RewardComponent):
             "reward/gnn_prob_mean": sum(probs) / len(probs),
             "reward/gnn_pred_right_frac": sum(p > self.threshold for p in probs) / len(probs),
             "timing_s/gnn_reward": self.last_seconds,
+            **{f"timing_s/gnn_{k}": v for k, v in self.predictor.seconds.items()},
         }
+        self.predictor.seconds = dict.fromkeys(self.predictor.seconds, 0.0)
         if self.growth is not None:
             out["reward/gnn_memory_rollouts"] = float(self.predictor.memory.num_rollouts)
             out["reward/gnn_refreshes"] = float(len(self.refreshes))

@@ -210,9 +210,9 @@ def gnn_dir(run_dir: RunDir) -> Path:
 
 def build_encoder(cfg: DictConfig) -> Any:
     """The sentence encoder of reward.memreward (the packaged all-MiniLM-L6-v2 unless encoder_path is set)."""
-    from memrl.memreward.encoder import TextEncoder
-
     import torch
+
+    from memrl.memreward.encoder import TextEncoder
 
     mr = cfg.reward.memreward
     # on a GPU machine the encoder runs there too: online, it embeds every unlabelled rollout of a step
