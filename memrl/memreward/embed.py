@@ -52,9 +52,10 @@ def build_inputs(encoder: TextEncoder, groups: Sequence[TextGroup], labelled: bo
     """
     thinks = [truncate(t, THINK_CHARS) for g in groups for t in g.thinks]
     answers = [truncate(a, ANSWER_CHARS) for g in groups for a in g.answers]
-    query_emb = encoder.encode([truncate(g.question, QUERY_CHARS) for g in groups])
-    think_emb = encoder.encode(thinks)
-    answer_emb = encoder.encode(answers)
+    queries = [truncate(g.question, QUERY_CHARS) for g in groups]
+    # one pass over every text: the encoder batches them by length across the three kinds
+    emb = encoder.encode(queries + thinks + answers)
+    query_emb, think_emb, answer_emb = emb.split([len(queries), len(thinks), len(answers)])
     feats = [answer_features(g.answers, g.domain) for g in groups]
     answer_feat = torch.cat(feats) if feats else torch.zeros(0, 3)
     rollout_query = torch.tensor([i for i, g in enumerate(groups) for _ in g.answers], dtype=torch.long)
