@@ -109,3 +109,20 @@ class SweepSummary(Callback):
         atomic_write_text(sweep_dir / "summary.md", text)
         atomic_write_json(sweep_dir / "summary.json", table)
         print(f"\nsweep {sweep_dir}:\n{text}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m memrl.sweep_summary SWEEP_DIR...`: the table of one or more sweep folders (jobs pooled)."""
+    import sys
+
+    dirs = sys.argv[1:] if argv is None else argv
+    if not dirs:
+        print("usage: python -m memrl.sweep_summary SWEEP_DIR [SWEEP_DIR...]")
+        return 2
+    rows = [row for d in dirs for row in collect_jobs(d)]
+    print(to_markdown(summarise(rows)), end="")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

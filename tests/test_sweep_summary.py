@@ -41,3 +41,13 @@ def test_summary_groups_seeds_and_lists_missing(tmp_path):
     assert "| reward=oracle | 72.0 +- 2.8 | 2 | 100.0 |" in md
     assert "| reward=partial | 40.0 +- 0.0 | 1 | 55.6 |" in md
     assert "unfinished or failed jobs" in md and str(tmp_path / "3") in md
+
+
+def test_summary_pools_several_sweep_folders(tmp_path, capsys):
+    from memrl.sweep_summary import main
+
+    _job(tmp_path / "a", 0, ["reward=oracle", "seed=0"], 0.70)
+    _job(tmp_path / "b", 0, ["reward=oracle", "seed=1"], 0.80)
+    assert main([str(tmp_path / "a"), str(tmp_path / "b")]) == 0
+    assert "| reward=oracle | 75.0 +- 7.1 | 2 | 100.0 |" in capsys.readouterr().out
+    assert main([]) == 2
