@@ -302,6 +302,8 @@ class MemRewardConfig:
     # validation queries); no label beyond those the run reads anyway
     grow_memory: bool = False
     refresh_every: int = 10
+    # a refresh fine-tunes the current GNN for at most this many epochs (early stopping from the start)
+    refresh_epochs: int = 20
 
 
 @dataclass

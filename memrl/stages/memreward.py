@@ -14,6 +14,7 @@ so the three stages and `memrl train` agree on them.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 from collections.abc import Iterator
@@ -181,6 +182,8 @@ def check_memreward_config(cfg: DictConfig) -> None:
         raise UserError(f"unknown reward.memreward.reward_mode={mr.reward_mode}; valid: hard, soft")
     if str(mr.gnn.select_by) not in ("fpr", "f1"):
         raise UserError(f"unknown reward.memreward.gnn.select_by={mr.gnn.select_by}; valid: fpr, f1")
+    if int(mr.refresh_epochs) < 1:
+        raise UserError(f"reward.memreward.refresh_epochs must be >= 1, got {mr.refresh_epochs}")
     if int(mr.refresh_every) < 1:
         raise UserError(f"reward.memreward.refresh_every must be >= 1, got {mr.refresh_every}")
     if int(mr.k) < 1:
@@ -276,8 +279,6 @@ def run_graph(cfg: DictConfig, run_dir: RunDir, encoder: Any = None) -> dict[str
 
 
 def _inputs_to_dict(inputs: Any) -> dict[str, Any]:
-    import dataclasses
-
     return {f.name: getattr(inputs, f.name) for f in dataclasses.fields(inputs)}
 
 
@@ -514,7 +515,9 @@ def memreward_component(cfg: DictConfig, run_dir: RunDir, policy: tuple[Any, Any
     if mr.grow_memory:
         from memrl.rewards.memreward import MemoryGrowth
 
-        growth = MemoryGrowth(int(mr.refresh_every), inputs["val"], labels["val"], fit_settings(cfg))
+        # a refresh starts from trained weights: a short fine-tune, no epoch floor, one run
+        refresh = dataclasses.replace(fit_settings(cfg), max_epochs=int(mr.refresh_epochs), min_epochs=0, restarts=1)
+        growth = MemoryGrowth(int(mr.refresh_every), inputs["val"], labels["val"], refresh)
     return MemRewardReward(predictor, str(mr.reward_mode), float(mr.threshold), band, growth)
 
 
