@@ -78,11 +78,16 @@ def train(
     """
     overrides = list(ctx.args)
     if resume:
-        if multirun:
-            typer.echo("error: --resume continues one run; it cannot be combined with -m/--multirun", err=True)
-            raise typer.Exit(2)
-        overrides = _resume_overrides(resume) + overrides
+        overrides = _existing_run_overrides(resume, "--resume", multirun) + overrides
     _forward_to_hydra("train", overrides, multirun)
+
+
+def _existing_run_overrides(run_dir: str, option: str, multirun: bool) -> list[str]:
+    """`_resume_overrides` for an option that names one run directory (so it excludes -m/--multirun)."""
+    if multirun:
+        typer.echo(f"error: {option} works in one run directory; it cannot be combined with -m/--multirun", err=True)
+        raise typer.Exit(2)
+    return _resume_overrides(run_dir)
 
 
 def _resume_overrides(run_dir: str) -> list[str]:
@@ -109,10 +114,7 @@ def _warmup_command(name: str, ctx: typer.Context, multirun: bool, run: str | No
     """Forward a MemReward warm-up command: a new run directory under outputs/memreward/, or --run's."""
     overrides = list(ctx.args)
     if run:
-        if multirun:
-            typer.echo("error: --run works in one run directory; it cannot be combined with -m/--multirun", err=True)
-            raise typer.Exit(2)
-        overrides = _resume_overrides(run) + overrides
+        overrides = _existing_run_overrides(run, "--run", multirun) + overrides
     else:
         overrides = ["task_name=memreward", "reward=memreward", *overrides]
     _forward_to_hydra(name, overrides, multirun)

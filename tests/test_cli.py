@@ -164,3 +164,10 @@ def test_train_user_errors_are_one_line(tmp_path, args, message):
     out = memrl("train", *args, "trainer.final_eval=false", cwd=tmp_path)
     assert out.returncode == 2, out.stderr
     assert message in out.stderr and "Traceback" not in out.stderr
+
+
+@pytest.mark.parametrize("args", [["train", "--resume", "somewhere", "-m"], ["gnn", "--run", "somewhere", "-m"]])
+def test_one_run_options_refuse_multirun(tmp_path, args):
+    out = memrl(*args, cwd=tmp_path)
+    assert out.returncode == 2
+    assert "cannot be combined with -m/--multirun" in out.stderr
