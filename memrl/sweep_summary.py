@@ -61,8 +61,8 @@ def summarise(rows: list[dict[str, Any]], key: str = "greedy_acc") -> list[dict[
                 "values": values,
                 "seeds": [j["seed"] for j in done],
                 "labels_consumed": labels,
-                "initial_mean": statistics.fmean([_final({"final": j["summary"]["initial"]}, key) for j in done])
-                if done and all(j["summary"].get("initial") for j in done)
+                "initial_mean": statistics.fmean([j["summary"]["initial"][key] for j in done])
+                if done and all((j["summary"].get("initial") or {}).get(key) is not None for j in done)
                 else None,
                 "missing": [j["dir"] for j in jobs if j not in done],
             }

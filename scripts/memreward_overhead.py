@@ -27,16 +27,18 @@ def warmup_seconds(run: Path) -> dict[str, float | None]:
     return out
 
 
-def online_share(run: Path) -> tuple[float, float, float, int] | None:
-    """(GNN scoring seconds, GNN refresh seconds, step seconds, steps) summed over train/metrics.jsonl."""
+def online_share(run: Path) -> tuple[float, float, float, float, int] | None:
+    """(GNN scoring seconds, of which embedding, GNN refresh seconds, step seconds, steps) summed over
+    train/metrics.jsonl."""
     path = run / "train" / "metrics.jsonl"
     if not path.is_file():
         return None
     rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     gnn = sum(r.get("timing_s/gnn_reward", 0.0) for r in rows)
+    embed = sum(r.get("timing_s/gnn_embed", 0.0) for r in rows)
     refresh = sum(r.get("timing_s/gnn_refresh", 0.0) for r in rows)
     step = sum(r.get("perf/time_per_step", 0.0) for r in rows)
-    return gnn, refresh, step, len(rows)
+    return gnn, embed, refresh, step, len(rows)
 
 
 def main(argv: list[str]) -> int:
@@ -60,9 +62,12 @@ def main(argv: list[str]) -> int:
         )
         share = online_share(run)
         if share is not None:
-            gnn, refresh, step, steps = share
+            gnn, embed, refresh, step, steps = share
             ratio = gnn / step if step else float("nan")
             print(f"  online GNN scoring: {gnn:.1f}s of {step:.1f}s step time over {steps} steps = {100 * ratio:.1f}%")
+            if embed:
+                rest = gnn - embed
+                print(f"    text embeddings {100 * embed / step:.1f}%, graph and model {100 * rest / step:.1f}%")
             if refresh:
                 print(f"  memory growth refreshes: {refresh:.1f}s = {100 * refresh / step:.1f}% of step time")
     return 0

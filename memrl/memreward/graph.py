@@ -97,6 +97,14 @@ class GraphInputs:
         if self.rollout_label is not None and tuple(self.rollout_label.shape) != (r,):
             raise ValueError(f"GraphInputs.rollout_label must have shape [{r}]")
 
+    def to_dict(self) -> dict[str, Tensor | None]:
+        """The tensors by field name (what `torch.save` stores; `from_dict` reads it back)."""
+        return {f: getattr(self, f) for f in self.__dataclass_fields__}
+
+    @classmethod
+    def from_dict(cls, state: dict[str, Tensor | None]) -> GraphInputs:
+        return cls(**state)
+
     def to(self, device: torch.device | str) -> GraphInputs:
         """The same inputs on `device`."""
         label = None if self.rollout_label is None else self.rollout_label.to(device)

@@ -71,16 +71,11 @@ class RewardPredictor:
         """
         import copy
 
-        from memrl.memreward.training import fit
+        from memrl.memreward.training import fit, supervised_graph
 
-        graph, val_index = self.graph.attach(val)
-        graph["answer"].y[val_index] = val_labels.to(graph["answer"].y)
-        train_mask = torch.zeros(graph["answer"].num_nodes, dtype=torch.bool)
-        train_mask[: self.memory.num_rollouts] = True
-        val_mask = torch.zeros_like(train_mask)
-        val_mask[val_index] = True
-        current = copy.deepcopy(self.model)
-        result = fit(lambda: copy.deepcopy(current).train(), graph, train_mask, val_mask, settings)
+        graph, train_mask, val_mask = supervised_graph(self.graph, val, val_labels)
+        # each restart starts from a copy of the current weights; the live model changes only at the end
+        result = fit(lambda: copy.deepcopy(self.model).train(), graph, train_mask, val_mask, settings)
         self.model.load_state_dict(result.model.state_dict())
         self.model.eval()
         return {
@@ -99,7 +94,7 @@ class RewardPredictor:
         if not groups:
             return []
         t0 = time.perf_counter()
-        new = build_inputs(self.encoder, [TextGroup(g.question, g.domain, g.thinks, g.answers) for g in groups], False)
+        new = build_inputs(self.encoder, groups, labelled=False)  # unlabelled: any `labels` are not read
         t1 = time.perf_counter()
         graph, answer_index = self.graph.attach(new)
         # only what the model's layers read: the cost of a batch does not grow with the memory
@@ -118,7 +113,7 @@ class RewardPredictor:
         return {
             "spec": self.spec,
             "model": {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()},
-            "memory": {f: getattr(self.memory, f) for f in GraphInputs.__dataclass_fields__},
+            "memory": self.memory.to_dict(),
             "graph": {"k": self.k, "direction": self.direction, "think_k": self.think_k},
         }
 
@@ -133,4 +128,4 @@ class RewardPredictor:
             )
         self.model.load_state_dict(state["model"])
         self.model.eval()
-        self.set_memory(GraphInputs(**state["memory"]))
+        self.set_memory(GraphInputs.from_dict(state["memory"]))

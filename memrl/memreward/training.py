@@ -24,7 +24,7 @@ from torch import Tensor, nn
 from torch_geometric.data import HeteroData
 
 from memrl.errors import UserError
-from memrl.memreward.graph import ANSWER
+from memrl.memreward.graph import ANSWER, GraphInputs, MemoryGraph
 from memrl.memreward.metrics import binary_metrics
 
 SELECT_BY = ("fpr", "f1")
@@ -228,6 +228,27 @@ def _fit(
     model.load_state_dict(state)
     model.eval()
     return FitResult(model, best_epoch, metrics, restart, history, summaries)
+
+
+def supervised_graph(memory: MemoryGraph, val: GraphInputs, val_labels: Tensor) -> tuple[HeteroData, Tensor, Tensor]:
+    """The graph a reward model trains on: the labelled memory with the validation queries attached as
+    unlabelled queries (exactly as online queries are), their labels set for the validation checks only.
+
+    Args:
+        memory: the labelled memory.
+        val: the validation queries and rollouts (unlabelled inputs).
+        val_labels: [R_val] 0/1 labels of the validation rollouts.
+
+    Returns:
+        (graph, train_mask [R], val_mask [R]): the masks select the memory's and the validation rollouts.
+    """
+    graph, val_index = memory.attach(val)
+    graph[ANSWER].y[val_index] = val_labels.to(graph[ANSWER].y)
+    train_mask = torch.zeros(graph[ANSWER].num_nodes, dtype=torch.bool, device=val_index.device)
+    train_mask[: memory.inputs.num_rollouts] = True
+    val_mask = torch.zeros_like(train_mask)
+    val_mask[val_index] = True
+    return graph, train_mask, val_mask
 
 
 def predict_proba(model: nn.Module, graph: HeteroData) -> Tensor:

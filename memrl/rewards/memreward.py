@@ -74,7 +74,6 @@ class MemRewardReward(RewardComponent):
         self.mode = mode
         self.threshold = float(threshold)
         self.abstain_band = None if abstain_band is None else (float(abstain_band[0]), float(abstain_band[1]))
-        self.last_seconds = 0.0
         self.growth = growth
         self.grown_rollouts = 0
         self.last_refresh_step = 0
@@ -87,7 +86,6 @@ class MemRewardReward(RewardComponent):
         todo = [g for g in groups if not g.labelled]
         if not todo:
             return
-        t0 = time.time()
         probs = self.predictor.predict([_text_group(g) for g in todo])
         for g, ps in zip(todo, probs):
             g.extra["gnn_prob"] = ps
@@ -98,7 +96,6 @@ class MemRewardReward(RewardComponent):
                 right = float(p > self.threshold)
                 g.outcome[i] = right
                 g.score[i] += right if self.mode == "hard" else p
-        self.last_seconds += time.time() - t0
 
     def _grow(self, groups: list[Group], ctx: RewardContext) -> None:
         """Refresh the model when a refresh is due (before this step's predictions), then add this batch's
@@ -115,26 +112,29 @@ class MemRewardReward(RewardComponent):
         self.grown_rollouts += self.predictor.grow(added)
 
     def metrics(self, groups: list[Group]) -> dict[str, float]:
-        judged = [g for g in groups if "gnn_prob" in g.extra]
-        if not judged:
-            return {}
-        probs = [p for g in judged for p in g.extra["gnn_prob"]]
-        out = {
-            "reward/gnn_groups": float(len(judged)),
-            "reward/gnn_prob_mean": sum(probs) / len(probs),
-            "reward/gnn_pred_right_frac": sum(p > self.threshold for p in probs) / len(probs),
-            "timing_s/gnn_reward": self.last_seconds,
-            **{f"timing_s/gnn_{k}": v for k, v in self.predictor.seconds.items()},
-        }
-        self.predictor.seconds = dict.fromkeys(self.predictor.seconds, 0.0)
+        """Per step: what the GNN predicted, and where its time went (the timers restart here)."""
+        out: dict[str, float] = {}
         if self.growth is not None:
             out["reward/gnn_memory_rollouts"] = float(self.predictor.memory.num_rollouts)
             out["reward/gnn_refreshes"] = float(len(self.refreshes))
             out["timing_s/gnn_refresh"] = self.refresh_seconds
             self.refresh_seconds = 0.0
+        judged = [g for g in groups if "gnn_prob" in g.extra]
+        if not judged:
+            return out
+        probs = [p for g in judged for p in g.extra["gnn_prob"]]
+        out.update(
+            {
+                "reward/gnn_groups": float(len(judged)),
+                "reward/gnn_prob_mean": sum(probs) / len(probs),
+                "reward/gnn_pred_right_frac": sum(p > self.threshold for p in probs) / len(probs),
+                "timing_s/gnn_reward": sum(self.predictor.seconds.values()),
+                **{f"timing_s/gnn_{k}": v for k, v in self.predictor.seconds.items()},
+            }
+        )
+        self.predictor.seconds = dict.fromkeys(self.predictor.seconds, 0.0)
         if self.abstain_band is not None:
             out["reward/gnn_abstained_frac"] = sum("gnn_abstained" in g.extra for g in judged) / len(judged)
-        self.last_seconds = 0.0
         return out
 
     def state_dict(self) -> dict[str, Any]:

@@ -49,6 +49,17 @@ def build_engine(rollout_cfg: Any, model: Any, tokenizer: Any) -> Any:
     raise UserError(f"unknown rollout.engine={engine}; valid: hf")
 
 
+def build_grader(cfg: DictConfig) -> Any:
+    """The grader of `cfg.grading` (a context manager: it owns worker processes)."""
+    from memrl.grading import Grader
+
+    return Grader(
+        num_workers=int(cfg.grading.num_workers),
+        timeout_s=float(cfg.grading.timeout_s),
+        answer_formats=[getattr(f, "value", f) for f in cfg.grading.answer_formats],
+    )
+
+
 def settings_from_config(cfg: DictConfig, prompt_style: str) -> EvalSettings:
     from memrl.eval.passk import default_ks, validate_ks
     from memrl.eval.runner import EvalSettings
@@ -105,7 +116,6 @@ def evaluate_model(
     """
     from memrl.data.templates import resolve_style
     from memrl.eval.runner import evaluate_problems, weighted_average
-    from memrl.grading import Grader
 
     t0 = time.time()
     style = resolve_style(cfg.model.prompt_style, tokenizer)
@@ -119,11 +129,7 @@ def evaluate_model(
 
     with (
         _progress(total) as advance,
-        Grader(
-            num_workers=int(cfg.grading.num_workers),
-            timeout_s=float(cfg.grading.timeout_s),
-            answer_formats=[getattr(f, "value", f) for f in cfg.grading.answer_formats],
-        ) as grader,
+        build_grader(cfg) as grader,
     ):
         for name, problems in sets.items():
             tb = time.time()

@@ -125,8 +125,6 @@ def run_rollout(cfg: DictConfig, run_dir: RunDir, policy: tuple[Any, Any, Any] |
         },
         "val_source": str(mr.val_source),
         "labels": {
-            "train_labels_read": len(plan.train) + (0 if plan.val_labels_extra else len(plan.val)),
-            "extra_validation_labels": len(plan.val) if plan.val_labels_extra else 0,
             "labelled_ids": sorted(p.id for p in plan.train + ([] if plan.val_labels_extra else plan.val)),
             "extra_validation_ids": sorted(p.id for p in plan.val) if plan.val_labels_extra else [],
         },
@@ -154,9 +152,8 @@ def _policy_or(cfg: DictConfig, given: tuple[Any, Any, Any] | None) -> Iterator[
         yield given
         return
     from memrl.data.templates import format_prompt, resolve_style
-    from memrl.grading import Grader
     from memrl.policy.load import load_policy
-    from memrl.stages.evaluate import build_engine
+    from memrl.stages.evaluate import build_engine, build_grader
 
     model, tokenizer, _ = load_policy(cfg.model, cfg.paths.cache_dir)
     style = resolve_style(cfg.model.prompt_style, tokenizer)
@@ -165,23 +162,24 @@ def _policy_or(cfg: DictConfig, given: tuple[Any, Any, Any] | None) -> Iterator[
     def prompt_fn(p: Any) -> str:
         return format_prompt(p, tokenizer, style, answer_format, cfg.model.system_prompt)
 
-    with Grader(
-        num_workers=int(cfg.grading.num_workers),
-        timeout_s=float(cfg.grading.timeout_s),
-        answer_formats=[_value(f) for f in cfg.grading.answer_formats],
-    ) as grader:
+    with build_grader(cfg) as grader:
         yield build_engine(cfg.rollout, model, tokenizer), prompt_fn, grader
 
 
 def check_memreward_config(cfg: DictConfig) -> None:
     """Fail early, with the key's name, on values the stages would only reject later."""
+    from memrl.memreward.graph import DIRECTIONS
+    from memrl.memreward.training import SELECT_BY
+    from memrl.rewards.memreward import REWARD_MODES
+
     mr = cfg.reward.memreward
-    if str(mr.direction) not in ("memory_to_query", "query_to_memory"):
-        raise UserError(f"unknown reward.memreward.direction={mr.direction}; valid: memory_to_query, query_to_memory")
-    if str(mr.reward_mode) not in ("hard", "soft"):
-        raise UserError(f"unknown reward.memreward.reward_mode={mr.reward_mode}; valid: hard, soft")
-    if str(mr.gnn.select_by) not in ("fpr", "f1"):
-        raise UserError(f"unknown reward.memreward.gnn.select_by={mr.gnn.select_by}; valid: fpr, f1")
+    for key, value, valid in [
+        ("direction", mr.direction, DIRECTIONS),
+        ("reward_mode", mr.reward_mode, REWARD_MODES),
+        ("gnn.select_by", mr.gnn.select_by, SELECT_BY),
+    ]:
+        if str(value) not in valid:
+            raise UserError(f"unknown reward.memreward.{key}={value}; valid: {', '.join(valid)}")
     if int(mr.refresh_epochs) < 1:
         raise UserError(f"reward.memreward.refresh_epochs must be >= 1, got {mr.refresh_epochs}")
     if int(mr.refresh_every) < 1:
@@ -251,7 +249,7 @@ def run_graph(cfg: DictConfig, run_dir: RunDir, encoder: Any = None) -> dict[str
         inputs[role] = build_inputs(encoder, groups, labelled=(role == "train"))
         if role != "train":
             labels[role] = group_labels(groups)
-        atomic_torch_save(_inputs_to_dict(inputs[role]), folder / ROLE_FILES[role])
+        atomic_torch_save(inputs[role].to_dict(), folder / ROLE_FILES[role])
     atomic_torch_save(labels, folder / "labels.pt")
     mg = MemoryGraph(inputs["train"], int(mr.k), str(mr.direction), int(mr.think_k))
     graph, _ = mg.attach(inputs["val"])
@@ -278,10 +276,6 @@ def run_graph(cfg: DictConfig, run_dir: RunDir, encoder: Any = None) -> dict[str
     return info
 
 
-def _inputs_to_dict(inputs: Any) -> dict[str, Any]:
-    return {f.name: getattr(inputs, f.name) for f in dataclasses.fields(inputs)}
-
-
 def load_graph_inputs(run_dir: RunDir) -> tuple[dict[str, Any], dict[str, Any]]:
     """({role: GraphInputs}, {role: [R] labels of val / report rollouts}) from `graph/`."""
     import torch
@@ -293,7 +287,7 @@ def load_graph_inputs(run_dir: RunDir) -> tuple[dict[str, Any], dict[str, Any]]:
     if not (folder / GRAPH_DONE).is_file():
         raise DataError(f"no complete memory graph in {folder} (run `memrl graph --run {run_dir.root}`)")
     inputs = {
-        role: GraphInputs(**torch.load(folder / name, map_location="cpu", weights_only=True))
+        role: GraphInputs.from_dict(torch.load(folder / name, map_location="cpu", weights_only=True))
         for role, name in ROLE_FILES.items()
     }
     return inputs, torch.load(folder / "labels.pt", map_location="cpu", weights_only=True)
@@ -362,11 +356,9 @@ def run_gnn(cfg: DictConfig, run_dir: RunDir) -> dict[str, Any]:
     """
     import time
 
-    import torch
-
     from memrl.memreward.graph import MemoryGraph
     from memrl.memreward.metrics import binary_metrics
-    from memrl.memreward.training import predict_proba
+    from memrl.memreward.training import predict_proba, supervised_graph
     from memrl.utils.io import atomic_torch_save, atomic_write_json
 
     folder = gnn_dir(run_dir)
@@ -376,13 +368,7 @@ def run_gnn(cfg: DictConfig, run_dir: RunDir) -> dict[str, Any]:
     inputs, labels = load_graph_inputs(run_dir)
     mr = cfg.reward.memreward
     mg = MemoryGraph(inputs["train"], int(mr.k), str(mr.direction), int(mr.think_k))
-    train_graph, val_idx = mg.attach(inputs["val"])
-    train_graph["answer"].y[val_idx] = labels["val"]
-    r_train = inputs["train"].num_rollouts
-    train_mask = torch.zeros(train_graph["answer"].num_nodes, dtype=torch.bool)
-    train_mask[:r_train] = True
-    val_mask = torch.zeros_like(train_mask)
-    val_mask[val_idx] = True
+    train_graph, train_mask, val_mask = supervised_graph(mg, inputs["val"], labels["val"])
     has_report = inputs["report"].num_rollouts > 0
     report_graph, report_idx = mg.attach(inputs["report"]) if has_report else (None, None)
     settings = fit_settings(cfg)
@@ -408,7 +394,7 @@ def run_gnn(cfg: DictConfig, run_dir: RunDir) -> dict[str, Any]:
         train_prob = predict_proba(result.model, train_graph)
         row = {
             "train": binary_metrics(train_prob[train_mask], train_graph["answer"].y[train_mask], threshold),
-            "val": binary_metrics(train_prob[val_idx], labels["val"], threshold),
+            "val": binary_metrics(train_prob[val_mask], labels["val"], threshold),
             "report": None,
             "best_epoch": result.best_epoch,
             "restart": result.restart_index,
@@ -486,7 +472,6 @@ def print_gnn_table(report: dict[str, Any]) -> None:
 
 def run_warmup(cfg: DictConfig, run_dir: RunDir, policy: tuple[Any, Any, Any] | None = None) -> dict[str, Any]:
     """`memrl rollout`, `memrl graph` and `memrl gnn` in turn, each skipped when its artifacts exist."""
-    check_memreward_config(cfg)
     memory = run_rollout(cfg, run_dir, policy)
     encoder = build_encoder(cfg)
     graph = run_graph(cfg, run_dir, encoder)

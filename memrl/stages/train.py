@@ -214,10 +214,9 @@ def run(cfg: DictConfig, run_dir: RunDir) -> dict[str, Any]:
     from memrl.data.loaders import load_eval_sets
     from memrl.data.templates import format_prompt, resolve_style
     from memrl.eval.runner import EvalSettings, evaluate_problems
-    from memrl.grading import Grader
     from memrl.policy.load import load_policy
     from memrl.rl.trainer import Trainer
-    from memrl.stages.evaluate import build_engine, evaluate_model, seed_everything
+    from memrl.stages.evaluate import build_engine, build_grader, evaluate_model, seed_everything
     from memrl.tracking import build_tracker
 
     seed_everything(int(cfg.seed))
@@ -254,25 +253,21 @@ def run(cfg: DictConfig, run_dir: RunDir) -> dict[str, Any]:
     engine = build_engine(cfg.rollout, model, tokenizer)
     config = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
     tracker = build_tracker(cfg.logger, str(run_dir.root), config, name=f"train-{Path(run_dir.root).name}")
-    if str(cfg.reward.name) != "memreward":
-        pipeline = build_reward_pipeline(cfg)
     eval_sets = (
         load_eval_sets(cfg.data.eval_sets, Path(cfg.paths.data_dir), cfg.data.synthetic, limit=cfg.eval.limit)
         if cfg.trainer.final_eval and cfg.data.eval_sets
         else {}
     )
 
-    with Grader(
-        num_workers=int(cfg.grading.num_workers),
-        timeout_s=float(cfg.grading.timeout_s),
-        answer_formats=[_value(f) for f in cfg.grading.answer_formats],
-    ) as grader:
+    with build_grader(cfg) as grader:
+        memreward = None
         if str(cfg.reward.name) == "memreward":
             from memrl.stages.memreward import memreward_component
 
             # the warm-up rolls out the initial policy: before any update (skipped when its artifacts exist)
-            pipeline = build_reward_pipeline(cfg, memreward_component(cfg, run_dir, (engine, prompt_fn, grader)))
+            memreward = memreward_component(cfg, run_dir, (engine, prompt_fn, grader))
             model.train()
+        pipeline = build_reward_pipeline(cfg, memreward)
         val_settings = EvalSettings(
             greedy=True,
             n=int(cfg.trainer.val_n),
