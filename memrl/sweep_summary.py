@@ -39,11 +39,22 @@ def collect_jobs(sweep_dir: str | Path) -> list[dict[str, Any]]:
 
 
 def _final(summary: dict[str, Any] | None, key: str) -> float | None:
-    return ((summary or {}).get("final") or {}).get(key)
+    """A final-evaluation value: a top-level key (greedy_acc, mean@16, distinct@16) or pass@K."""
+    final = (summary or {}).get("final") or {}
+    if key.startswith("pass@") and key not in final:
+        return (final.get("pass@k") or {}).get(key.split("@", 1)[1])
+    return final.get(key)
 
 
-def summarise(rows: list[dict[str, Any]], key: str = "greedy_acc") -> list[dict[str, Any]]:
-    """Per setting (in first-seen order): mean, sample std and values of the final `key` over seeds."""
+def _stats(values: list[float]) -> tuple[float, float]:
+    return (statistics.fmean(values) if values else math.nan, statistics.stdev(values) if len(values) > 1 else 0.0)
+
+
+def summarise(rows: list[dict[str, Any]], key: str = "greedy_acc", extra: tuple[str, ...] = ()) -> list[dict[str, Any]]:
+    """Per setting (in first-seen order): mean, sample std and values of the final `key` over seeds.
+
+    `extra` keys (e.g. pass@1, pass@16, distinct@16) get their mean and std under "extra" {key: [mean, std]}.
+    """
     groups: dict[str, list[dict[str, Any]]] = {}
     for r in rows:
         groups.setdefault(r["setting"], []).append(r)
@@ -65,25 +76,38 @@ def summarise(rows: list[dict[str, Any]], key: str = "greedy_acc") -> list[dict[
                 if done and all((j["summary"].get("initial") or {}).get(key) is not None for j in done)
                 else None,
                 "missing": [j["dir"] for j in jobs if j not in done],
+                "extra": {
+                    k: list(_stats([float(v) for j in done if (v := _final(j["summary"], k)) is not None]))
+                    for k in extra
+                },
             }
         )
     return out
 
 
+def _cell(key: str, mean: float, std: float) -> str:
+    """Rates in percent; counts (distinct@n) as they are."""
+    scale = 1.0 if key.startswith("distinct@") else 100.0
+    return f"{scale * mean:.1f} +- {scale * std:.1f}" if not math.isnan(mean) else "n/a"
+
+
 def to_markdown(table: list[dict[str, Any]], key: str = "greedy_acc") -> str:
     best = max((t["mean"] for t in table if t["n"]), default=math.nan)
+    extra = list(table[0].get("extra", {})) if table else []
+    head = "".join(f" {k} |" for k in extra)
     lines = [
-        f"| setting | final {key} (%) mean +- std | seeds | % of best | labels consumed | per seed |",
-        "|---|---|---|---|---|---|",
+        f"| setting | final {key} (%) mean +- std | seeds | % of best | labels consumed | per seed |{head}",
+        "|---|---|---|---|---|---|" + "---|" * len(extra),
     ]
     for t in table:
         if not t["n"]:
-            lines.append(f"| {t['setting']} | no finished job | 0 | | | |")
+            lines.append(f"| {t['setting']} | no finished job | 0 | | | |" + " |" * len(extra))
             continue
         per_seed = ", ".join(f"{100 * v:.1f}" for v in t["values"])
+        cells = "".join(f" {_cell(k, *t['extra'][k])} |" for k in extra)
         lines.append(
             f"| {t['setting']} | {100 * t['mean']:.1f} +- {100 * t['std']:.1f} | {t['n']} | "
-            f"{100 * t['mean'] / best:.1f} | {sorted(set(t['labels_consumed']))} | {per_seed} |"
+            f"{100 * t['mean'] / best:.1f} | {sorted(set(t['labels_consumed']))} | {per_seed} |{cells}"
         )
     missing = [m for t in table for m in t["missing"]]
     if missing:
@@ -95,8 +119,10 @@ def to_markdown(table: list[dict[str, Any]], key: str = "greedy_acc") -> str:
 class SweepSummary(Callback):
     """Prints and writes the table of a finished multirun (hydra.callbacks in an experiment config)."""
 
-    def __init__(self, key: str = "greedy_acc") -> None:
-        self.key = key
+    def __init__(self, key: str = "greedy_acc", keys: list[str] | None = None) -> None:
+        # keys: the columns, the first one ranked ("% of best"); key: a single column (older configs)
+        keys = list(keys) if keys else [key]
+        self.key, self.extra = keys[0], tuple(keys[1:])
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         from memrl.utils.io import atomic_write_json, atomic_write_text
@@ -104,7 +130,7 @@ class SweepSummary(Callback):
         sweep_dir = Path(config.hydra.sweep.dir)
         if not sweep_dir.is_dir():
             return
-        table = summarise(collect_jobs(sweep_dir), self.key)
+        table = summarise(collect_jobs(sweep_dir), self.key, self.extra)
         text = to_markdown(table, self.key)
         atomic_write_text(sweep_dir / "summary.md", text)
         atomic_write_json(sweep_dir / "summary.json", table)
@@ -112,15 +138,19 @@ class SweepSummary(Callback):
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m memrl.sweep_summary SWEEP_DIR...`: the table of one or more sweep folders (jobs pooled)."""
+    """`python -m memrl.sweep_summary [--keys greedy_acc,pass@1] SWEEP_DIR...`: the table of sweep folders (pooled)."""
     import sys
 
-    dirs = sys.argv[1:] if argv is None else argv
-    if not dirs:
-        print("usage: python -m memrl.sweep_summary SWEEP_DIR [SWEEP_DIR...]")
+    args = sys.argv[1:] if argv is None else list(argv)
+    keys = ["greedy_acc"]
+    if len(args) >= 2 and args[0] == "--keys":
+        keys = [k for k in args[1].split(",") if k]
+        args = args[2:]
+    if not args:
+        print("usage: python -m memrl.sweep_summary [--keys greedy_acc,pass@1,...] SWEEP_DIR [SWEEP_DIR...]")
         return 2
-    rows = [row for d in dirs for row in collect_jobs(d)]
-    print(to_markdown(summarise(rows)), end="")
+    rows = [row for d in args for row in collect_jobs(d)]
+    print(to_markdown(summarise(rows, keys[0], tuple(keys[1:])), keys[0]), end="")
     return 0
 
 

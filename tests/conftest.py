@@ -43,3 +43,13 @@ def compose_eval(tmp_path):
 
     yield _compose
     GlobalHydra.instance().clear()
+
+
+@pytest.fixture
+def policy(tiny_model_dir):
+    """A fresh tiny policy and its tokenizer (float32, CPU), for tests that train it."""
+    from memrl.config.schema import ModelConfig
+    from memrl.policy.load import load_policy
+
+    model, tok, _ = load_policy(ModelConfig(name_or_path=str(tiny_model_dir), device="cpu", dtype="float32"))
+    return model, tok

@@ -321,6 +321,37 @@ class RewardConfig:
 
 
 @dataclass
+class MedsConfig:
+    """MEDS reward shaping (METHODS.md part B): penalise wrong rollouts that repeat a prompt's past errors."""
+
+    # off by default; conf/meds/: disabled | monitor (memory and diagnostics, no penalty) | enabled
+    enable: bool = False
+    # alpha * min(log(cluster size + 1), cap): alpha 0.1, C 2 (beta = 0.2) as in the released code
+    penalty_coef: float = 0.1
+    penalty_cap: float = 2.0
+    # wrong (the paper) | right (the code's sign-preserving shrink) | both | none (memory without penalty)
+    penalty_target: str = "wrong"
+    # the feature is read at the last occurrence of any of these (the token holding its last character)
+    anchor_patterns: list[str] = field(default_factory=lambda: ["\\boxed{"])
+    # layers kept, counted from the last (null: half of them, the paper's 14 of 28; 0: all)
+    last_n_layers: int | None = None
+    # differences between consecutive kept layers instead of their values
+    layer_diff: bool = False
+    # apply the final norm to every layer (Hugging Face's last hidden state is already normed: false = the code)
+    final_norm: bool = False
+    # kNN assignment (cosine) over the last HDBSCAN labels
+    k: int = 3
+    # hdbscan | single (one cluster per prompt: a count-only penalty, the paper's ablation)
+    cluster_method: str = "hdbscan"
+    min_cluster_size: int = 2
+    min_samples: int = 1
+    # count (the code: a noise vote counts the stored noise points) | exclude (vote among non-noise only)
+    noise: str = "count"
+    # keep the newest N vectors per (prompt, correctness) memory (null: unbounded, as the paper)
+    max_per_prompt: int | None = None
+
+
+@dataclass
 class TrainerConfig:
     """The RL loop: batch sizes, optimiser, schedule, evaluation and checkpoints."""
 
@@ -380,6 +411,7 @@ class TrainAppConfig(EvalAppConfig):
     algo: AlgoConfig = field(default_factory=AlgoConfig)
     reward: RewardConfig = field(default_factory=RewardConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    meds: MedsConfig = field(default_factory=MedsConfig)
     task_name: str = "train"
 
 

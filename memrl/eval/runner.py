@@ -44,8 +44,8 @@ def evaluate_problems(
     """Generate, grade and score one benchmark.
 
     Returns:
-        (metrics, samples): metrics has n_problems, greedy_acc, mean@n, pass@k {k: value},
-        mean_tokens and truncated (fraction of completions that hit the length limit);
+        (metrics, samples): metrics has n_problems, greedy_acc, mean@n, pass@k {k: value}, distinct@n
+        (distinct answers per problem among its n samples), mean_tokens and truncated (fraction of completions that hit the length limit);
         samples has one record per completion.
     """
     prompts = [
@@ -100,8 +100,16 @@ def evaluate_problems(
             stop=settings.stop,
             seed=settings.seed,
         )
+        first = len(samples)
         counts = grade(engine.generate(prompts, params, progress), "sample")
         metrics["n"] = settings.n
+        # answer diversity: distinct extracted answers among a problem's n samples (no answer counts as one)
+        per_problem: dict[str, set[str | None]] = {}
+        for rec in samples[first:]:
+            per_problem.setdefault(rec["id"], set()).add(rec["extracted"])
+        metrics[f"distinct@{settings.n}"] = (
+            sum(len(v) for v in per_problem.values()) / len(per_problem) if per_problem else float("nan")
+        )
         metrics[f"mean@{settings.n}"] = mean_at_n(counts, settings.n)
         metrics["pass@k"] = mean_pass_at_k(counts, settings.n, settings.ks)
         metrics["correct_counts"] = counts
@@ -129,6 +137,7 @@ def weighted_average(per_bench: dict[str, dict[str, Any]]) -> dict[str, Any]:
         n = ns.pop()
         out["n"] = n
         out[f"mean@{n}"] = avg(lambda m: m.get(f"mean@{n}"))
+        out[f"distinct@{n}"] = avg(lambda m: m.get(f"distinct@{n}"))
         ks = sorted(set.intersection(*(set(m["pass@k"]) for m in per_bench.values())))
         out["pass@k"] = {k: avg(lambda m, k=k: m["pass@k"][k]) for k in ks}
     return {k: v for k, v in out.items() if v is not None}

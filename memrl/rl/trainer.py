@@ -312,7 +312,9 @@ class Trainer:
         n_mini = s.train_batch_size // s.ppo_mini_batch_size
         positions = None
         if request is not None:
+            t = time.time()
             positions = torch.tensor(request.positions(rollouts), dtype=torch.long)
+            timing["hidden_positions"] = time.time() - t
         hidden = None
         if n_mini > 1 or s.ppo_epochs > 1 or request is not None:
             t = time.time()

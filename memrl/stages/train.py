@@ -120,12 +120,13 @@ def settings_from_config(cfg: DictConfig, device: str) -> Any:
 REWARD_NAMES = ("oracle", "partial", "memreward")
 
 
-def build_reward_pipeline(cfg: DictConfig, memreward: Any = None) -> Any:
-    """The reward components named by `reward.name`, plus the overlong penalty when enabled.
+def build_reward_pipeline(cfg: DictConfig, memreward: Any = None, tokenizer: Any = None) -> Any:
+    """The reward components named by `reward.name`, plus the overlong penalty and MEDS when enabled.
 
     Args:
         memreward: the online MemReward component (`memrl.stages.memreward.memreward_component`), needed
             when reward.name is memreward.
+        tokenizer: the policy's tokenizer, needed when meds.enable (its anchor search).
     """
     from memrl.rewards.base import RewardPipeline
     from memrl.rewards.oracle import GroundTruthReward, OverlongPenalty
@@ -146,6 +147,13 @@ def build_reward_pipeline(cfg: DictConfig, memreward: Any = None) -> Any:
                 f"got {ob.len}"
             )
         components.append(OverlongPenalty(int(ob.len), float(ob.penalty_factor)))
+    if cfg.meds.enable:
+        from memrl.rewards.meds import meds_component
+
+        if tokenizer is None:
+            raise ValueError("meds.enable needs the policy's tokenizer")
+        formats = tuple(str(_value(f)) for f in cfg.grading.answer_formats)
+        components.append(meds_component(cfg.meds, tokenizer, formats))
     return RewardPipeline(components)
 
 
@@ -267,7 +275,7 @@ def run(cfg: DictConfig, run_dir: RunDir) -> dict[str, Any]:
             # the warm-up rolls out the initial policy: before any update (skipped when its artifacts exist)
             memreward = memreward_component(cfg, run_dir, (engine, prompt_fn, grader))
             model.train()
-        pipeline = build_reward_pipeline(cfg, memreward)
+        pipeline = build_reward_pipeline(cfg, memreward, tokenizer)
         val_settings = EvalSettings(
             greedy=True,
             n=int(cfg.trainer.val_n),

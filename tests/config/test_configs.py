@@ -96,7 +96,7 @@ def test_yaml_with_unknown_key_fails(tmp_path, compose_eval):
     assert "Key 'num_samples' not in 'EvalConfig'" in str(e.value)
 
 
-TRAIN_GROUPS = ["algo", "reward", "trainer", "model", "data"]
+TRAIN_GROUPS = ["algo", "reward", "trainer", "model", "data", "meds"]
 
 
 @pytest.mark.parametrize("group,option", [(g, o) for g in TRAIN_GROUPS for o in options(g)])
@@ -127,3 +127,23 @@ def test_misspelt_train_key_names_the_key(compose_eval):
 def test_an_experiment_overrides_the_app_config(compose_eval):
     # the experiment comes after the app config's own keys, so its task_name (the output folder) wins
     assert compose_eval("experiment=toy_memreward", config_name="train").task_name == "toy_memreward"
+
+
+@pytest.mark.parametrize("arm", options("arm"))
+def test_every_meds_arm_composes(compose_eval, arm):
+    cfg = compose_eval(f"+arm={arm}", config_name="train")
+    want = {"dapo": ("dapo", "none"), "grpo": ("grpo", "none"), "grpo_entropy": ("grpo_entropy", "none")}
+    algo, target = want.get(arm, ("dapo", "wrong"))
+    assert (cfg.algo.name, cfg.meds.enable, cfg.meds.penalty_target) == (algo, True, target)
+    assert cfg.algo.use_entropy_advantage == (arm == "grpo_entropy")
+
+
+def test_toy_meds_sweeps_four_arms_and_three_seeds(compose_eval):
+    cfg = compose_eval("experiment=toy_meds", config_name="train")
+    params = cfg.hydra.sweeper.params
+    assert params["+arm"] == "grpo,dapo,grpo_entropy,dapo_meds" and params.seed == "0,1,2"
+    assert cfg.data.synthetic.train_size == 64 and cfg.eval.n == 16
+    assert not cfg.meds.enable  # MEDS comes with the arm
+    meds = compose_eval("meds=enabled", config_name="train").meds
+    assert (meds.penalty_coef, meds.penalty_cap, meds.k, meds.min_cluster_size, meds.min_samples) == (0.1, 2.0, 3, 2, 1)
+    assert list(meds.anchor_patterns) == ["\\boxed{"] and meds.last_n_layers is None

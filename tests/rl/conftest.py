@@ -1,4 +1,4 @@
-"""Fixtures of the RL tests: the tiny policy (fresh per test where it is trained) and a few prompts."""
+"""Fixtures of the RL tests: one torch thread, a few prompts (the tiny `policy` is in tests/conftest.py)."""
 
 from __future__ import annotations
 
@@ -13,15 +13,6 @@ def _one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
-
-
-@pytest.fixture
-def policy(tiny_model_dir):
-    from memrl.config.schema import ModelConfig
-    from memrl.policy.load import load_policy
-
-    model, tok, _ = load_policy(ModelConfig(name_or_path=str(tiny_model_dir), device="cpu", dtype="float32"))
-    return model, tok
 
 
 @pytest.fixture(scope="session")

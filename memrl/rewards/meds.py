@@ -1,0 +1,203 @@
+"""MEDS as a reward component: the error memory shapes the scores of the groups a step trains on.
+
+Phase 2 (`shape`), after dynamic sampling and inside the trainer's existing no-grad scoring pass
+(`hidden_state_request`: no extra forward pass):
+
+1. the anchor of each trained rollout (`memrl.meds.anchor`), where the scoring pass returns every layer's
+   hidden state;
+2. the layer-wise logits of the first answer token (`memrl.meds.features`);
+3. per (prompt, correctness) memory: cluster sizes against past steps, then store and refit
+   (`memrl.meds.memory`);
+4. the penalty on the sequence score (`memrl.meds.penalty`), before group normalisation.
+
+Correctness is the outcome the reward believes in: the ground truth on labelled queries, MemReward's
+prediction on unlabelled ones (this combination is ours; neither paper has it). A rollout without an anchor
+gets no feature, no memory entry and no penalty. Everything (memory, answer history) is checkpointed.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+import numpy as np
+import torch
+
+from memrl.grading.extract import extract_answer
+from memrl.meds.anchor import AnchorFinder
+from memrl.meds.diversity import AnswerNovelty, distinct_answers, top1_eigen_ratio
+from memrl.meds.features import final_norm_module, layer_logits, output_head, select_layers
+from memrl.meds.memory import ErrorMemory
+from memrl.meds.penalty import PENALTY_TARGETS, cluster_penalty, penalise
+from memrl.rewards.base import Group, HiddenStateRequest, RewardComponent, RewardContext, ScoringOutputs
+
+
+class MEDSShaper(RewardComponent):
+    """Memory-enhanced dynamic reward shaping.
+
+    Args:
+        tokenizer: the policy's tokenizer (anchor search).
+        memory: the error memory (clustering settings).
+        penalty_target: wrong | right | both | none.
+        penalty_coef / penalty_cap: alpha and C.
+        anchor_patterns: anchor strings.
+        last_n_layers: layers kept (None: half); layer_diff: consecutive differences instead.
+        final_norm: apply the final norm to every layer.
+        answer_formats: how final answers are read for the answer-diversity metrics.
+    """
+
+    name = "meds"
+
+    def __init__(
+        self,
+        tokenizer: Any,
+        memory: ErrorMemory,
+        penalty_target: str = "wrong",
+        penalty_coef: float = 0.1,
+        penalty_cap: float = 2.0,
+        anchor_patterns: tuple[str, ...] = ("\\boxed{",),
+        last_n_layers: int | None = None,
+        layer_diff: bool = False,
+        final_norm: bool = False,
+        answer_formats: tuple[str, ...] = ("boxed", "hash"),
+    ) -> None:
+        if penalty_target not in PENALTY_TARGETS:
+            raise ValueError(f"unknown meds.penalty_target={penalty_target}; valid: {', '.join(PENALTY_TARGETS)}")
+        self.anchor = AnchorFinder(tokenizer, anchor_patterns)
+        self.memory = memory
+        self.target = penalty_target
+        self.alpha = float(penalty_coef)
+        self.cap = float(penalty_cap)
+        self.last_n = last_n_layers
+        self.layer_diff = bool(layer_diff)
+        self.final_norm = bool(final_norm)
+        self.answer_formats = tuple(answer_formats)
+        self.novelty = AnswerNovelty()
+
+    def hidden_state_request(self) -> HiddenStateRequest:
+        return HiddenStateRequest(positions=lambda rollouts: [self.anchor(r.token_ids, r.text) for r in rollouts])
+
+    def features(self, scoring: ScoringOutputs, rollouts: list[Any]) -> tuple[np.ndarray, torch.Tensor]:
+        """(indices of rollouts with an anchor, their [M, D] feature vectors)."""
+        pos = scoring.positions
+        if pos is None or scoring.hidden_states is None:
+            raise ValueError("MEDS needs the scoring pass's hidden states at the anchors")
+        rows = np.flatnonzero(pos.numpy() >= 0)
+        if len(rows) == 0:
+            return rows, torch.zeros(0, 0)
+        targets = torch.tensor([rollouts[i].token_ids[int(pos[i]) + 1] for i in rows], dtype=torch.long)
+        weight, bias = output_head(scoring.model)
+        norm = final_norm_module(scoring.model) if self.final_norm else None
+        logits = layer_logits(scoring.hidden_states[torch.as_tensor(rows)], targets, weight, bias, norm)
+        return rows, select_layers(logits, self.last_n, self.layer_diff).cpu()
+
+    def shape(self, groups: list[Group], scoring: ScoringOutputs, ctx: RewardContext) -> dict[str, float]:
+        t0 = time.perf_counter()
+        rollouts = [r for g in groups for r in g.rollouts]
+        owner = [(gi, ri) for gi, g in enumerate(groups) for ri in range(len(g.rollouts))]
+        rows, feats = self.features(scoring, rollouts)
+        t_feat = time.perf_counter() - t0
+
+        # one memory per (prompt, correctness): assign against past steps, then store and refit
+        by_key: dict[tuple[str, int], list[int]] = {}
+        for j, i in enumerate(rows):
+            gi, ri = owner[i]
+            correct = int((groups[gi].outcome[ri] or 0.0) >= 0.5)
+            by_key.setdefault((groups[gi].problem.id, correct), []).append(j)
+        t1 = time.perf_counter()
+        keys = list(by_key)
+        sizes_per_key = self.memory.step([(k, feats[by_key[k]].numpy()) for k in keys])
+        t_cluster = time.perf_counter() - t1
+
+        sizes = np.zeros(len(rollouts), dtype=np.int64)
+        for k, ks in zip(keys, sizes_per_key):
+            sizes[rows[by_key[k]]] = ks
+        penalties = []
+        penalised = 0
+        for i, (gi, ri) in enumerate(owner):
+            g = groups[gi]
+            correct = (g.outcome[ri] or 0.0) >= 0.5
+            before = g.score[ri]
+            g.score[ri] = penalise(before, correct, int(sizes[i]), self.target, self.alpha, self.cap)
+            applies = (not correct and self.target in ("wrong", "both")) or (
+                correct and self.target in ("right", "both")
+            )
+            penalties.append(cluster_penalty(int(sizes[i]), self.alpha, self.cap) if applies else 0.0)
+            penalised += g.score[ri] != before
+        for gi, g in enumerate(groups):
+            g.extra["meds_cluster_size"] = [int(sizes[i]) for i, (a, _) in enumerate(owner) if a == gi]
+
+        answers = [[extract_answer(r.text, self.answer_formats) for r in g.rollouts] for g in groups]
+        clusters = [self.memory.cluster_counts(k) for k in keys]
+        wrong_sizes = [int(sizes[i]) for i, (gi, ri) in enumerate(owner) if (groups[gi].outcome[ri] or 0.0) < 0.5]
+        out = {
+            "meds/anchored_frac": len(rows) / max(1, len(rollouts)),
+            "meds/penalised_frac": penalised / max(1, len(rollouts)),
+            "meds/penalty_mean": float(np.mean(penalties)) if penalties else 0.0,
+            "meds/cluster_size_wrong_mean": float(np.mean(wrong_sizes)) if wrong_sizes else math.nan,
+            "meds/clusters_per_memory": float(np.mean([c for c, _ in clusters])) if clusters else math.nan,
+            "meds/noise_per_memory": float(np.mean([n for _, n in clusters])) if clusters else math.nan,
+            "meds/memory_vectors": float(len(self.memory)),
+            "meds/memory_keys": float(len(self.memory.entries)),
+            "meds/top1_eigen_ratio": top1_eigen_ratio(feats) if len(rows) >= 2 else math.nan,
+            "meds/distinct_answers": float(np.mean([distinct_answers(a) for a in answers])) if answers else math.nan,
+            "meds/answer_novelty": self.novelty.update([(g.problem.id, a) for g, a in zip(groups, answers)]),
+            "meds/time_features_s": t_feat,
+            "meds/time_cluster_s": t_cluster,
+            "meds/time_total_s": time.perf_counter() - t0,
+        }
+        return out
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"memory": self.memory.state_dict(), "novelty": self.novelty.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.memory.load_state_dict(state["memory"])
+        self.novelty.load_state_dict(state.get("novelty", {}))
+
+
+def meds_component(meds_cfg: Any, tokenizer: Any, answer_formats: tuple[str, ...]) -> MEDSShaper:
+    """The component from the `meds` config group, its settings checked (a clear error names the key)."""
+    from memrl.errors import UserError
+    from memrl.meds.memory import CLUSTER_METHODS, NOISE_MODES
+
+    checks = [
+        ("penalty_target", str(meds_cfg.penalty_target), PENALTY_TARGETS),
+        ("cluster_method", str(meds_cfg.cluster_method), CLUSTER_METHODS),
+        ("noise", str(meds_cfg.noise), NOISE_MODES),
+    ]
+    for key, value, valid in checks:
+        if value not in valid:
+            raise UserError(f"unknown meds.{key}={value}; valid: {', '.join(valid)}")
+    if int(meds_cfg.k) < 1:
+        raise UserError(f"meds.k must be >= 1, got {meds_cfg.k}")
+    if int(meds_cfg.min_cluster_size) < 2:
+        raise UserError(f"meds.min_cluster_size must be >= 2, got {meds_cfg.min_cluster_size}")
+    if float(meds_cfg.penalty_coef) < 0 or float(meds_cfg.penalty_cap) < 0:
+        raise UserError("meds.penalty_coef and meds.penalty_cap must be >= 0")
+    if meds_cfg.max_per_prompt is not None and int(meds_cfg.max_per_prompt) < 1:
+        raise UserError(f"meds.max_per_prompt must be >= 1 or null, got {meds_cfg.max_per_prompt}")
+    patterns = tuple(str(p) for p in meds_cfg.anchor_patterns if str(p))
+    if not patterns:
+        raise UserError("meds.anchor_patterns is empty: give at least one, e.g. ['\\\\boxed{'] or ['####']")
+    memory = ErrorMemory(
+        k=int(meds_cfg.k),
+        method=str(meds_cfg.cluster_method),
+        min_cluster_size=int(meds_cfg.min_cluster_size),
+        min_samples=int(meds_cfg.min_samples),
+        noise=str(meds_cfg.noise),
+        max_per_key=None if meds_cfg.max_per_prompt is None else int(meds_cfg.max_per_prompt),
+    )
+    return MEDSShaper(
+        tokenizer,
+        memory,
+        penalty_target=str(meds_cfg.penalty_target),
+        penalty_coef=float(meds_cfg.penalty_coef),
+        penalty_cap=float(meds_cfg.penalty_cap),
+        anchor_patterns=patterns,
+        last_n_layers=None if meds_cfg.last_n_layers is None else int(meds_cfg.last_n_layers),
+        layer_diff=bool(meds_cfg.layer_diff),
+        final_norm=bool(meds_cfg.final_norm),
+        answer_formats=answer_formats,
+    )
