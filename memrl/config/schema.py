@@ -117,7 +117,7 @@ class DataConfig:
 
 @dataclass
 class RolloutConfig:
-    # hf: transformers generate (CPU and GPU); vllm arrives with its own issue
+    # hf: transformers generate (CPU and GPU); vllm: an in-process vLLM engine (rollout=vllm; needs vllm installed)
     engine: str = "hf"
     # `memrl train`: rollouts per prompt (the GRPO group size)
     n: int = 8
@@ -130,6 +130,19 @@ class RolloutConfig:
     top_k: int = 0
     # generation stops after any of these strings (the string is kept in the text)
     stop: list[str] = field(default_factory=list)
+    # vLLM only (conf/rollout/vllm.yaml): share of GPU memory for weights + KV cache (on a CPU: of RAM)
+    gpu_memory_utilization: float = 0.5
+    # vLLM only: KV-cache size in GiB, overrides gpu_memory_utilization for it (null: GPU from the
+    # utilization, CPU 1 GiB)
+    kv_cache_gb: float | None = None
+    # vLLM only: no CUDA graphs / torch.compile (faster start, slower decoding)
+    enforce_eager: bool = False
+    # vLLM only: longest prompt + completion (null: the model's maximum)
+    max_model_len: int | None = None
+    # vLLM only: weight dtype (auto: vLLM's choice, bfloat16 for a float32 checkpoint; float32 / bfloat16 / float16)
+    dtype: str = "auto"
+    # vLLM only: release the engine's memory during the policy update (level-2 sleep; CUDA/ROCm/XPU only)
+    sleep: bool = True
 
 
 @dataclass

@@ -344,6 +344,8 @@ class Trainer:
         )
 
         t = time.time()
+        # a colocated engine that can (vLLM on a GPU) frees its memory for the update; sync_weights wakes it
+        getattr(self.engine, "sleep", lambda: None)()
         metrics.update(self._update(batch, groups, n_mini))
         timing["update_actor"] = time.time() - t
         self.engine.sync_weights(self.model)

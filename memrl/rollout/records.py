@@ -54,6 +54,8 @@ class Rollout:
         token_ids: completion token ids, up to and including the EOS token when one was emitted; no padding.
         prompt_token_ids: prompt token ids, no padding.
         finish_reason: "stop" (EOS or a stop string) or "length" (hit max_new_tokens).
+        logprobs: the sampling engine's log-prob of each completion token, where the engine was asked for
+            them (the vLLM engine's `logprobs=True`); None otherwise.
     """
 
     prompt_index: int
@@ -63,6 +65,7 @@ class Rollout:
     token_ids: list[int] = field(repr=False)
     prompt_token_ids: list[int] = field(repr=False)
     finish_reason: str = "stop"
+    logprobs: list[float] | None = field(default=None, repr=False)
 
     @property
     def num_tokens(self) -> int:

@@ -20,7 +20,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from memrl.errors import NotBuiltError, UserError
+from memrl.errors import UserError
 from memrl.eval.runner import EvalSettings
 from memrl.run_dir import RunDir
 
@@ -45,8 +45,20 @@ def build_engine(rollout_cfg: Any, model: Any, tokenizer: Any) -> Any:
 
         return HFEngine(model, tokenizer, batch_size=int(rollout_cfg.batch_size))
     if engine == "vllm":
-        raise NotBuiltError("rollout.engine=vllm is not built yet (the vLLM rollout engine issue); use rollout=hf")
-    raise UserError(f"unknown rollout.engine={engine}; valid: hf")
+        from memrl.rollout.vllm_engine import VLLMEngine
+
+        return VLLMEngine(
+            model,
+            tokenizer,
+            batch_size=int(rollout_cfg.batch_size),
+            gpu_memory_utilization=float(rollout_cfg.get("gpu_memory_utilization", 0.5)),
+            kv_cache_gb=rollout_cfg.get("kv_cache_gb"),
+            enforce_eager=bool(rollout_cfg.get("enforce_eager", False)),
+            max_model_len=rollout_cfg.get("max_model_len"),
+            dtype=str(rollout_cfg.get("dtype", "auto")),
+            sleep=bool(rollout_cfg.get("sleep", True)),
+        )
+    raise UserError(f"unknown rollout.engine={engine}; valid: hf, vllm")
 
 
 def build_grader(cfg: DictConfig) -> Any:
@@ -108,11 +120,13 @@ def evaluate_model(
     tag: str = "",
     tracker: Any = None,
     print_table: bool = True,
+    engine: Any = None,
 ) -> dict[str, Any]:
     """Evaluate a loaded model on loaded benchmarks; writes eval/results_<tag><ts>.json, samples and a plot.
 
     `memrl train` calls this for the policy before and after training (tags `initial_` and `final_`), with its
-    own tracker (None: the `logger` config's tracker for this evaluation alone).
+    own tracker (None: the `logger` config's tracker for this evaluation alone) and its rollout engine (None:
+    one is built from `cfg.rollout`; a vLLM engine holds its own copy of the weights, so one per run).
     """
     from memrl.data.templates import resolve_style
     from memrl.eval.runner import evaluate_problems, weighted_average
@@ -120,7 +134,7 @@ def evaluate_model(
     t0 = time.time()
     style = resolve_style(cfg.model.prompt_style, tokenizer)
     settings = settings_from_config(cfg, style)
-    engine = build_engine(cfg.rollout, model, tokenizer)
+    engine = engine if engine is not None else build_engine(cfg.rollout, model, tokenizer)
     ts = tag + time.strftime("%Y%m%d-%H%M%S")
     eval_dir = run_dir.path("eval")
     per_bench: dict[str, dict[str, Any]] = {}

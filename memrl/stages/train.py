@@ -328,6 +328,7 @@ def run(cfg: DictConfig, run_dir: RunDir) -> dict[str, Any]:
                 tag="initial_",
                 tracker=tracker,
                 print_table=False,
+                engine=engine,
             )
             model.train()
         t0 = time.time()
@@ -350,6 +351,7 @@ def run(cfg: DictConfig, run_dir: RunDir) -> dict[str, Any]:
                 eval_sets,
                 tag="final_",
                 tracker=tracker,
+                engine=engine,
             )
     tracker.finish()
     val_ids = {p.id for p in val_problems} if (settings.test_freq > 0 or settings.val_before_train) else set()
