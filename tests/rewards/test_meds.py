@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 import pytest
@@ -49,9 +50,13 @@ def _step(shaper, outcomes, hidden_rows, anchored):
     hidden = torch.zeros(len(ids), 3, 5)  # [B, L + 1, H]: embedding output, 2 layers
     hidden[:, 1] = 1.0
     hidden[:, 2] = torch.tensor(hidden_rows, dtype=torch.float32)
+    # the query is unlabelled: MEDS works from the believed outcomes (a MemReward prediction) and must
+    # never read its ground truth
+    labels = GroundTruth([Problem("q", "Compute 2 + 2.", "4")], set())
     with Grader(num_workers=0) as grader:
-        ctx = RewardContext(GroundTruth([], set()), grader, step=0, max_response_length=8)
+        ctx = RewardContext(labels, grader, step=0, max_response_length=8)
         metrics = shaper.shape([g], ScoringOutputs(hidden, positions, HeadOnly()), ctx)
+    assert labels.reads == set()
     return g, positions, metrics
 
 
@@ -162,3 +167,20 @@ def test_meds_in_the_trainer_and_through_a_checkpoint(policy, tmp_path):
         np.testing.assert_array_equal(shaper2.memory.entries[key].vectors, entry.vectors)
         np.testing.assert_array_equal(shaper2.memory.entries[key].labels, entry.labels)
     assert shaper2.novelty.seen == shaper.novelty.seen
+
+
+def test_bad_meds_settings_name_the_key(compose_eval):
+    from memrl.errors import UserError
+    from memrl.stages.train import build_reward_pipeline
+
+    tok = PieceTokenizer()
+    pipeline = build_reward_pipeline(compose_eval("meds=enabled", config_name="train"), tokenizer=tok)
+    assert [c.name for c in pipeline.components] == ["ground_truth", "meds"]
+    for override, message in [
+        ("meds.penalty_target=sometimes", "meds.penalty_target=sometimes; valid: wrong, right, both, none"),
+        ("meds.cluster_method=kmeans", "meds.cluster_method=kmeans; valid: hdbscan, single"),
+        ("meds.min_cluster_size=1", "meds.min_cluster_size must be >= 2"),
+        ("meds.anchor_patterns=[]", "meds.anchor_patterns is empty"),
+    ]:
+        with pytest.raises(UserError, match=re.escape(message)):
+            build_reward_pipeline(compose_eval("meds=enabled", override, config_name="train"), tokenizer=tok)
