@@ -163,6 +163,28 @@ class EvalConfig:
 
 
 @dataclass
+class SandboxConfig:
+    # code programs run at once, each in its own sandboxed process group (0: one per CPU)
+    workers: int = 0
+    # auto (namespaces where the kernel allows, else resource limits only) | namespaces | rlimits
+    isolation: str = "auto"
+    # wall-clock seconds per program (its process group is killed after)
+    timeout_s: float = 10.0
+    # CPU seconds per program
+    cpu_s: int = 5
+    # address space per program, in MiB
+    memory_mb: int = 1024
+    # processes and threads per program (the harness uses 3)
+    processes: int = 8
+    # open file descriptors per program
+    open_files: int = 64
+    # largest file a program may write, and the size of its /tmp, in MiB
+    file_mb: int = 16
+    # stdout + stderr kept per program, in KiB
+    output_kb: int = 64
+
+
+@dataclass
 class GradingConfig:
     # worker processes for math grading (0: grade in this process)
     num_workers: int = 2
@@ -170,6 +192,8 @@ class GradingConfig:
     timeout_s: float = 5.0
     # answer extraction order: the first format found in a completion wins
     answer_formats: list[AnswerFormat] = field(default_factory=lambda: [AnswerFormat.boxed, AnswerFormat.hash])
+    # code completions run against their tests in this sandbox
+    sandbox: SandboxConfig = field(default_factory=SandboxConfig)
 
 
 @dataclass

@@ -54,7 +54,7 @@ BUNDLED: dict[str, BundledBenchmark] = dict(
         _bench("arc_challenge", "choice", test=1172),
         _bench("commonsenseqa", "choice", test=1221),
         _bench("humaneval", "code", test=164),
-        _bench("mbpp", "code", test=500),
+        _bench("mbpp", "code", test=500, train=474),
     ]
 )
 

@@ -27,7 +27,11 @@ def instruction(answer_format: Any) -> str:
 
 
 def user_message(problem: Problem, answer_format: Any = "boxed") -> str:
-    """The question followed by the answer-format instruction."""
+    """The question followed by the answer-format instruction (code: the task, its tests shown for MBPP)."""
+    if problem.domain == "code":
+        from memrl.grading.code import code_question
+
+        return code_question(problem.question, problem.metadata)
     return f"{problem.question}\n{instruction(answer_format)}"
 
 

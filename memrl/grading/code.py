@@ -101,7 +101,9 @@ def extract_program(response: str, entry_point: str | None = None) -> str | None
     blocks = [body for lang, body in _FENCE.findall(text) if lang.lower() in _CODE_LANGS and body.strip()]
     if blocks:
         if entry_point:
-            defining = [b for b in blocks if re.search(rf"^\s*(?:async\s+)?def\s+{re.escape(entry_point)}\s*\(", b, re.M)]
+            defining = [
+                b for b in blocks if re.search(rf"^\s*(?:async\s+)?def\s+{re.escape(entry_point)}\s*\(", b, re.M)
+            ]
             if defining:
                 return defining[-1]
         defining = [b for b in blocks if _CODE_START.search(b)]

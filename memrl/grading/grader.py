@@ -20,15 +20,20 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from multiprocessing.connection import wait
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
 from memrl.data.problem import DOMAINS
-from memrl.errors import NotBuiltError, UserError
+from memrl.errors import UserError
 from memrl.grading.choice import _letter, choice_equal, extract_choice
 from memrl.grading.extract import _format_names, extract_answer, last_boxed
 from memrl.grading.math import fast_math_equal, judge_math
 
+if TYPE_CHECKING:
+    from memrl.sandbox.pool import SandboxPool
+
 STATUSES = ("ok", "no_answer", "timeout", "error")
+# A code completion's status is its sandbox verdict (memrl.sandbox.runner.STATUSES), or "no_answer".
+CODE_STATUSES = ("passed", "failed", "error", "timeout", "resource_limit", "no_answer")
 # Seconds past `timeout_s` before the parent kills a worker: math-verify's own alarm rounds to
 # whole seconds, and the answer must still travel back.
 HARD_MARGIN_S = 2.0
@@ -45,12 +50,15 @@ class GradeResult:
         correct: whether the extracted answer equals the gold one.
         extracted: the answer found in the completion (None when nothing was found).
         status: "ok"; "no_answer" (nothing extracted); "timeout" (the time limit was hit);
-            "error" (the grader failed on this answer). Only "ok" can be correct.
+            "error" (the grader failed on this answer). Only "ok" can be correct. For code, the
+            sandbox verdict instead (`CODE_STATUSES`): only "passed" is correct.
+        detail: code only: the first failing assert, the exception, or why there was no verdict.
     """
 
     correct: bool
     extracted: str | None
     status: str
+    detail: str = ""
 
 
 @dataclass
@@ -142,8 +150,16 @@ def _stop_all(workers: list[_Worker]) -> None:
         workers.pop().stop()
 
 
+@dataclass(frozen=True)
+class _CodeItem:
+    """A code completion waiting for the sandbox."""
+
+    response: str
+    metadata: dict[str, Any]
+
+
 class Grader:
-    """Grades completions of the "math" and "choice" domains; "code" is not built yet.
+    """Grades completions of the "math", "choice" and "code" domains.
 
     Args:
         num_workers: worker processes for the answers that need math-verify; 0 grades in the
@@ -153,6 +169,8 @@ class Grader:
             running `timeout_s` + 2 s after it was handed out is marked "timeout" and its worker killed.
         answer_formats: where to look for a math answer, in order ("boxed", "hash"; str-Enum
             members are accepted).
+        sandbox: the pool that runs code completions against their tests (default: a `SandboxPool`
+            with default limits, made on the first code item).
 
     The workers use the "spawn" start method (safe next to torch and CUDA), start on the first
     answer that needs them and live until `close()`: use the Grader as a context manager.
@@ -163,6 +181,7 @@ class Grader:
         num_workers: int = 2,
         timeout_s: float = 5.0,
         answer_formats: Sequence = ("boxed", "hash"),
+        sandbox: SandboxPool | None = None,
         _worker_fn: Callable[[str, str, float], tuple[bool, str]] | None = None,
     ) -> None:
         if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 0:
@@ -195,6 +214,7 @@ class Grader:
         self._workers: list[_Worker] = []
         self._lock = threading.Lock()
         self._starts = 0
+        self._sandbox = sandbox
         self._finalizer = weakref.finalize(self, _stop_all, self._workers)
 
     @property
@@ -209,20 +229,28 @@ class Grader:
     def grade_batch(self, items: Sequence[GradeItem]) -> list[GradeResult]:
         """Grade `items`; the results are in the same order.
 
+        Code items run in the sandbox pool, all of the batch at once.
+
         Raises:
-            UserError: an unknown domain, or a math/choice item without a gold answer.
-            NotBuiltError: a "code" item.
-            RuntimeError: worker processes could not start.
+            UserError: an unknown domain, a math/choice item without a gold answer, a code item
+                without tests in its metadata.
+            RuntimeError: worker processes could not start (memrl.sandbox.SandboxError for code).
         """
         items = list(items)
         prepared = [self._prepare(item) for item in items]
         results: list[GradeResult | None] = [None] * len(items)
         jobs = []
+        code = []
         for i, p in enumerate(prepared):
             if isinstance(p, GradeResult):
                 results[i] = p
+            elif isinstance(p, _CodeItem):
+                code.append((i, p))
             else:
                 jobs.append((i, *p))
+        if code:
+            for (i, _), result in zip(code, self._grade_code([p for _, p in code])):
+                results[i] = result
         if jobs:
             with self._lock:
                 if self.num_workers == 0:
@@ -256,7 +284,10 @@ class Grader:
         if domain not in DOMAINS:
             raise UserError(f"unknown grading domain {domain!r}: expected one of {', '.join(DOMAINS)}")
         if domain == "code":
-            raise NotBuiltError("code grading is not built yet: it arrives with the sandboxed execution grader")
+            response = item.response if item.response is not None else ""
+            if not isinstance(response, str):
+                raise UserError(f"a response must be a string, got {type(response).__name__}")
+            return _CodeItem(response, dict(item.metadata or {}))
         gold = item.gold
         if gold is None:
             raise UserError(f"a {domain} item has no gold answer: every math and choice problem needs one")
@@ -301,6 +332,21 @@ class Grader:
         if pred is None:
             return GradeResult(False, None, "no_answer")
         return GradeResult(choice_equal(pred, gold_letter), pred, "ok")
+
+    def _grade_code(self, items: list[_CodeItem]) -> list[GradeResult]:
+        """Run code completions against their tests in the sandbox pool (its own processes, not the workers)."""
+        from memrl.grading.code import CodeGrader
+        from memrl.sandbox.pool import SandboxPool
+
+        if self._sandbox is None:
+            self._sandbox = SandboxPool()
+        out = []
+        for program, verdict in CodeGrader(self._sandbox).grade([(it.response, it.metadata) for it in items]):
+            if verdict is None:
+                out.append(GradeResult(False, None, "no_answer"))
+            else:
+                out.append(GradeResult(verdict.passed, program, verdict.status, verdict.detail))
+        return out
 
     def _judge_here(self, pred: str, gold: str) -> GradeResult:
         """Judge in this process (num_workers=0)."""

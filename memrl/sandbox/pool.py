@@ -26,7 +26,7 @@ def cpu_count() -> int:
 
 @functools.cache
 def detect_isolation(python: str | None = None) -> str:
-    """"namespaces" when this kernel lets the harness build its namespaces and fresh root, else "rlimits".
+    """Return "namespaces" when this kernel lets the harness build its namespaces and fresh root, else "rlimits".
 
     Raises:
         SandboxError: not even the rlimits sandbox runs a trivial program (e.g. root's interpreter is
@@ -63,7 +63,11 @@ class SandboxPool:
     """
 
     def __init__(
-        self, limits: Limits | None = None, workers: int | None = None, isolation: str = "auto", python: str | None = None
+        self,
+        limits: Limits | None = None,
+        workers: int | None = None,
+        isolation: str = "auto",
+        python: str | None = None,
     ) -> None:
         if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 0):
             raise UserError(f"grading.sandbox.workers must be an integer >= 0 (0: one per CPU), got {workers!r}")

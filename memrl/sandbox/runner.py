@@ -172,7 +172,17 @@ def run_job(job: Job, limits: Limits, isolation: str, python: str | None = None)
         }
         try:
             proc = subprocess.Popen(
-                [python or sys.executable, "-s", "-S", "-B", "-u", str(HARNESS), str(job_r), str(nonce_r), str(report_w)],
+                [
+                    python or sys.executable,
+                    "-s",
+                    "-S",
+                    "-B",
+                    "-u",
+                    str(HARNESS),
+                    str(job_r),
+                    str(nonce_r),
+                    str(report_w),
+                ],
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
@@ -314,7 +324,9 @@ def _session_members(sid: int) -> list[int]:
     return found
 
 
-def _verdict(report: bytes, nonce: bytes, code: int | None, timed_out: bool, limits: Limits, output: str) -> tuple[str, str]:
+def _verdict(
+    report: bytes, nonce: bytes, code: int | None, timed_out: bool, limits: Limits, output: str
+) -> tuple[str, str]:
     """(status, detail) from the report line if it is genuine, else from how the process ended."""
     if report:
         lines = report.split(b"\n")

@@ -64,11 +64,23 @@ def build_engine(rollout_cfg: Any, model: Any, tokenizer: Any) -> Any:
 def build_grader(cfg: DictConfig) -> Any:
     """The grader of `cfg.grading` (a context manager: it owns worker processes)."""
     from memrl.grading import Grader
+    from memrl.sandbox import Limits, SandboxPool
 
+    sb = cfg.grading.sandbox
+    limits = Limits(
+        timeout_s=float(sb.timeout_s),
+        cpu_s=int(sb.cpu_s),
+        memory_mb=int(sb.memory_mb),
+        processes=int(sb.processes),
+        open_files=int(sb.open_files),
+        file_mb=int(sb.file_mb),
+        output_kb=int(sb.output_kb),
+    )
     return Grader(
         num_workers=int(cfg.grading.num_workers),
         timeout_s=float(cfg.grading.timeout_s),
         answer_formats=[getattr(f, "value", f) for f in cfg.grading.answer_formats],
+        sandbox=SandboxPool(limits, workers=int(sb.workers), isolation=str(sb.isolation)),
     )
 
 

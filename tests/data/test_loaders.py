@@ -46,7 +46,7 @@ def local_spec(path: Path, **kw) -> DatasetSpec:
 
 
 # the RL training sets (no test split bundled for math: MATH500 is its test subset)
-TRAIN_SETS = {"gsm8k": ("math", 7473), "math": ("math", 7470)}
+TRAIN_SETS = {"gsm8k": ("math", 7473), "math": ("math", 7470), "mbpp": ("code", 474)}
 
 
 def test_registry_matches_expected():
@@ -56,7 +56,7 @@ def test_registry_matches_expected():
     assert all(b.folder == n and set(b.splits) <= {"test", "train"} for n, b in BUNDLED.items())
 
 
-@pytest.mark.parametrize("name", sorted(TRAIN_SETS))
+@pytest.mark.parametrize("name", ["gsm8k", "math"])
 def test_bundled_train_set_loads_without_overlap_with_its_test_set(name):
     domain, count = TRAIN_SETS[name]
     problems = load_problems(DatasetSpec(name=name, split="train"), data_dir=REPO_DATA)
@@ -66,6 +66,15 @@ def test_bundled_train_set_loads_without_overlap_with_its_test_set(name):
     test_name = "gsm8k" if name == "gsm8k" else "math500"
     test_questions = {p.question.strip() for p in load_problems(DatasetSpec(name=test_name), data_dir=REPO_DATA)}
     assert not test_questions & {p.question.strip() for p in problems}
+
+
+def test_mbpp_train_split_is_the_other_tasks_with_their_tests():
+    train = load_problems(DatasetSpec(name="mbpp-train", path="mbpp", split="train", domain="code"), data_dir=REPO_DATA)
+    test = load_problems(DatasetSpec(name="mbpp", domain="code"), data_dir=REPO_DATA)
+    ids = {p.metadata["task_id"] for p in train}
+    assert len(train) == 474 and ids == set(range(1, 11)) | set(range(511, 975))
+    assert not ids & {p.metadata["task_id"] for p in test}
+    assert all(p.domain == "code" and p.answer is None and len(p.metadata["test_list"]) >= 3 for p in train)
 
 
 def test_default_data_dir_is_repo_data_and_env_overrides(monkeypatch, tmp_path):

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from memrl.errors import NotBuiltError, UserError
+from memrl.errors import UserError
 from memrl.grading import GradeItem, Grader, GradeResult
 from memrl.grading.math import judge_math
 
@@ -196,8 +196,9 @@ def test_in_process_time_limit():
     assert [(r.correct, r.status) for r in results] == [(False, "timeout"), (True, "ok")]
 
 
-def test_code_is_not_built():
-    with pytest.raises(NotBuiltError, match="sandboxed execution grader"):
+def test_code_without_tests_is_a_user_error():
+    # code is graded by its tests in the sandbox (tests/grading/test_grading_code.py); none is an input error
+    with pytest.raises(UserError, match="needs HumanEval fields .* or MBPP fields"):
         Grader(num_workers=0).grade("code", "print(1)", None)
 
 
