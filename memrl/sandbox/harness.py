@@ -74,7 +74,9 @@ DENIED_PREFIXES = ("ctypes.", "socket.", "_posixsubprocess.", "sys.monitoring")
 FRAME_ATTRS = frozenset({"tb_frame", "gi_frame", "cr_frame", "ag_frame", "f_back"})
 CODE_ATTRS = frozenset({"__code__", "__globals__", "__closure__", "__builtins__"})
 # modules the program may not load (memory access, interpreter internals)
-DENIED_MODULES = frozenset({"_ctypes", "ctypes", "_testcapi", "_testinternalcapi", "_xxsubinterpreters", "_posixshmem"})
+DENIED_MODULES = frozenset(
+    {"_ctypes", "ctypes", "_testcapi", "_testinternalcapi", "_xxsubinterpreters", "_posixshmem", "_posixsubprocess"}
+)
 
 
 # ------------------------------------------------------------------------------------------------ isolation
@@ -272,16 +274,24 @@ def _make_hook(proc_dev, stat):
     return hook
 
 
-def _deny_signal_handlers():
-    """A Python signal handler receives the interrupted frame: the program may not install one."""
+def _deny_signal_handlers_and_threads():
+    """A Python signal handler receives the interrupted frame, and thread starts raise no audit event
+    before Python 3.13: the program may do neither (the originals become unreachable)."""
     import _signal
+    import _thread
 
-    def refuse(*args, **kwargs):
+    def refuse_signal(*args, **kwargs):
         raise PermissionError("sandbox: installing signal handlers is not allowed")
 
-    _signal.signal = refuse
+    def refuse_thread(*args, **kwargs):
+        raise PermissionError("sandbox: starting threads is not allowed")
+
+    _signal.signal = refuse_signal
     if "signal" in sys.modules:
-        sys.modules["signal"].signal = refuse
+        sys.modules["signal"].signal = refuse_signal
+    for name in ("start_new_thread", "start_new", "start_joinable_thread"):
+        if hasattr(_thread, name):
+            setattr(_thread, name, refuse_thread)
 
 
 def _text(value, limit=1000):
@@ -413,7 +423,7 @@ def _run(job, nonce_fd, report_fd):
         proc_dev = os.stat("/proc").st_dev if os.path.ismount("/proc") else None
     except OSError:
         proc_dev = None
-    _deny_signal_handlers()
+    _deny_signal_handlers_and_threads()
     for name in ("ctypes", "_ctypes", "ctypes._endian"):
         sys.modules.pop(name, None)
     sys.addaudithook(private["_make_hook"](proc_dev, os.stat))
