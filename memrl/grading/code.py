@@ -67,7 +67,8 @@ def code_task(metadata: dict[str, Any]) -> CodeTask:
         setup = str(metadata.get("test_setup_code") or "")
         if setup.strip():
             steps = (("test setup", setup), *steps)
-        expose = tuple(dict.fromkeys(re.findall(r"^\s*def\s+(\w+)", str(metadata.get("code") or ""), re.M)))
+        # the reference solution's top-level functions are the ones under test
+        expose = tuple(dict.fromkeys(re.findall(r"^def\s+(\w+)", str(metadata.get("code") or ""), re.M)))
         return CodeTask("mbpp", "", None, steps, expose)
     raise UserError(
         "a code problem needs HumanEval fields (test, entry_point, prompt) or MBPP fields (test_list) in its "
