@@ -43,6 +43,7 @@ $(BENCH_STAMP): $(STAMP)
 
 bench: $(BENCH_STAMP) ## Benchmarks (printed as ratios against a baseline measured in the same run; installs TRL for the last)
 	$(TEST_ENV) $(BIN)/python scripts/bench_grading.py
+	$(TEST_ENV) $(BIN)/python scripts/bench_sandbox.py
 	$(TEST_ENV) $(BIN)/python scripts/bench_rollout.py
 	$(TEST_ENV) $(BIN)/python scripts/bench_trainer.py
 
