@@ -98,18 +98,15 @@ def build_memory(
     problems = [(role, p) for role, ps in roles for p in ps]
     groups = engine.generate([prompt_fn(p) for _, p in problems], params, progress=progress)
 
-    def gold(role: str, p: Problem) -> str | None:
+    def gold(role: str, p: Problem) -> tuple[str | None, dict]:
+        """(answer, metadata with tests) as the role may read them."""
         if role == "report":
-            return ground_truth.metrics_answer(p.id)
+            return ground_truth.metrics_answer(p.id), ground_truth.metrics_metadata(p.id)
         if role == "val" and plan.val_labels_extra:
-            return p.answer
-        return ground_truth.labelled_answer(p.id)
+            return p.answer, p.metadata
+        return ground_truth.labelled_answer(p.id), ground_truth.labelled_metadata(p.id)
 
-    items = [
-        GradeItem(p.domain, r.text, gold(role, p), p.metadata)
-        for (role, p), group in zip(problems, groups)
-        for r in group
-    ]
+    items = [GradeItem(p.domain, r.text, *gold(role, p)) for (role, p), group in zip(problems, groups) for r in group]
     results = iter(grader.grade_batch(items))
     queries, rollouts = [], []
     for qi, ((role, p), group) in enumerate(zip(problems, groups)):

@@ -5,6 +5,10 @@ trainer hands reward components a `GroundTruth` whose `labelled_answer` raises `
 for any other query, and the `Problem` records components see carry no answer at all (`public`). The
 gold answers of unlabelled queries are reachable only through `metrics_answer`, which the trainer calls
 after the rewards of a step are final, to log how good the rewards were.
+
+Code problems carry their ground truth in metadata (the benchmark's tests, the reference solution): those
+keys (`GROUND_TRUTH_METADATA`) are stripped from the public record too, and read through
+`labelled_metadata` / `metrics_metadata` under the same rules.
 """
 
 from __future__ import annotations
@@ -14,6 +18,9 @@ import hashlib
 from collections.abc import Iterable, Sequence
 
 from memrl.data.problem import Problem
+
+# metadata keys that reveal whether a completion is right (code benchmarks' tests and reference solutions)
+GROUND_TRUTH_METADATA = ("test", "test_list", "test_setup_code", "challenge_test_list", "code", "canonical_solution")
 
 
 class UnlabelledAccessError(RuntimeError):
@@ -42,7 +49,9 @@ class GroundTruth:
     """
 
     def __init__(self, problems: Iterable[Problem], labelled: set[str]) -> None:
+        problems = list(problems)
         self._answers = {p.id: p.answer for p in problems}
+        self._metadata = {p.id: p.metadata for p in problems}
         unknown = set(labelled) - set(self._answers)
         if unknown:
             raise ValueError(f"labelled ids not among the problems: {sorted(unknown)[:5]}")
@@ -64,11 +73,21 @@ class GroundTruth:
         self.reads.add(problem_id)
         return self._answers[problem_id]
 
+    def labelled_metadata(self, problem_id: str) -> dict:
+        """The full metadata (tests included) of a labelled query; raises `UnlabelledAccessError` for any other."""
+        self.labelled_answer(problem_id)
+        return self._metadata[problem_id]
+
     def metrics_answer(self, problem_id: str) -> str | None:
         """The gold answer of any query, for metrics only (never for rewards, filters or models)."""
         return self._answers[problem_id]
 
+    def metrics_metadata(self, problem_id: str) -> dict:
+        """The full metadata of any query, for metrics only."""
+        return self._metadata[problem_id]
+
     @staticmethod
     def public(problem: Problem) -> Problem:
-        """The problem as reward code sees it: the same record without its gold answer."""
-        return dataclasses.replace(problem, answer=None)
+        """The problem as reward code sees it: without its gold answer and without tests or reference code."""
+        metadata = {k: v for k, v in (problem.metadata or {}).items() if k not in GROUND_TRUTH_METADATA}
+        return dataclasses.replace(problem, answer=None, metadata=metadata)

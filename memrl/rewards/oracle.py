@@ -19,7 +19,12 @@ class GroundTruthReward(RewardComponent):
     def score(self, groups: list[Group], ctx: RewardContext) -> None:
         todo = [g for g in groups if g.labelled]
         items = [
-            GradeItem(g.problem.domain, r.text, ctx.labels.labelled_answer(g.problem.id), g.problem.metadata)
+            GradeItem(
+                g.problem.domain,
+                r.text,
+                ctx.labels.labelled_answer(g.problem.id),
+                ctx.labels.labelled_metadata(g.problem.id),
+            )
             for g in todo
             for r in g.rollouts
         ]

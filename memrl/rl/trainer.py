@@ -364,7 +364,9 @@ class Trainer:
         from memrl.grading import GradeItem
 
         items = [
-            GradeItem(g.problem.domain, r.text, self.gt.metrics_answer(g.problem.id), g.problem.metadata)
+            GradeItem(
+                g.problem.domain, r.text, self.gt.metrics_answer(g.problem.id), self.gt.metrics_metadata(g.problem.id)
+            )
             for g in todo
             for r in g.rollouts
         ]

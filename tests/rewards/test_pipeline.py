@@ -78,3 +78,20 @@ def test_pipeline_order_state_and_metrics(setup):
     assert fresh.components[2].calls == 1
     with pytest.raises(ValueError, match="distinct names"):
         RewardPipeline([Counter(), Counter()])
+
+
+def test_code_tests_are_ground_truth_hidden_from_reward_code():
+    """A code problem's tests and reference solution are its labels: public records drop them."""
+    meta = {"entry_point": "f", "prompt": "def f():", "test": "assert f() == 1", "canonical_solution": "return 1"}
+    problems = [
+        Problem("c1", "Write f.", None, domain="code", metadata=meta),
+        Problem("c2", "Write g.", None, domain="code", metadata=dict(meta)),
+    ]
+    gt = GroundTruth(problems, {"c1"})
+    public = GroundTruth.public(problems[1])
+    assert public.metadata == {"entry_point": "f", "prompt": "def f():"}
+    assert problems[1].metadata["test"] == "assert f() == 1"  # the original is untouched
+    assert gt.labelled_metadata("c1")["test"] == "assert f() == 1" and gt.reads == {"c1"}
+    with pytest.raises(UnlabelledAccessError):
+        gt.labelled_metadata("c2")
+    assert gt.metrics_metadata("c2")["canonical_solution"] == "return 1"
