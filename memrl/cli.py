@@ -38,11 +38,6 @@ def _forward_to_hydra(app_name: str, overrides: list[str], multirun: bool) -> No
     getattr(apps, f"{app_name}_main")()
 
 
-def _not_built(command: str, issue: str) -> None:
-    typer.echo(f"error: `memrl {command}` is not built yet ({issue}).", err=True)
-    raise typer.Exit(2)
-
-
 @app.command("eval", context_settings=HYDRA_CONTEXT)
 def eval_command(
     ctx: typer.Context,
@@ -164,10 +159,28 @@ def gnn(
     _warmup_command("gnn", ctx, multirun, run)
 
 
-@app.command(context_settings=HYDRA_CONTEXT)
-def report(ctx: typer.Context) -> None:
-    """Aggregate finished sweeps into the papers' tables and plots. Not built yet."""
-    _not_built("report", "the reproduction issue")
+@app.command()
+def report(
+    sweeps: list[str] = typer.Argument(..., help="Multirun folders (outputs/<task>/multiruns/<date>), pooled."),
+    out: str = typer.Option("outputs/reproduce", "--out", "-o", help="Folder for report.md, report.json, figures."),
+    title: str = typer.Option("memrl report", "--title", help="The report's heading."),
+) -> None:
+    """Aggregate finished sweeps into tables (mean +- std over seeds, % of oracle) and plots.
+
+    Examples: `memrl report outputs/toy_meds/multiruns/<date>`,
+    `memrl report outputs/toy_memreward/multiruns/<d1> outputs/toy_memreward/multiruns/<d2> -o outputs/reproduce/memreward`.
+    Unfinished or failed jobs are listed, not averaged; every row comes with the command that regenerates it.
+    """
+    from memrl.errors import UserError
+    from memrl.report.build import build_report
+
+    try:
+        path = build_report(sweeps, out, title)
+    except UserError as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(path.read_text())
+    typer.echo(f"written: {path}")
 
 
 @app.command()

@@ -19,11 +19,12 @@ import yaml
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-IGNORED = ("seed=", "hydra.", "task_name=")
+# not part of a setting: the seed is averaged over; the others do not change results
+IGNORED = ("seed=", "hydra.", "task_name=", "trainer.progress=")
 
 
 def collect_jobs(sweep_dir: str | Path) -> list[dict[str, Any]]:
-    """One row per job folder of a sweep: {"dir", "setting", "seed", "summary" (None if unfinished)}."""
+    """One row per job folder of a sweep: {"dir", "setting", "seed", "overrides", "summary" (None if unfinished)}."""
     rows = []
     for job in sorted(Path(sweep_dir).iterdir(), key=lambda p: (len(p.name), p.name)):
         saved = job / ".hydra" / "overrides.yaml"
@@ -34,11 +35,11 @@ def collect_jobs(sweep_dir: str | Path) -> list[dict[str, Any]]:
         seed = next((o.split("=", 1)[1] for o in overrides if o.startswith("seed=")), "0")
         summary_path = job / "train" / "summary.json"
         summary = json.loads(summary_path.read_text()) if summary_path.is_file() else None
-        rows.append({"dir": str(job), "setting": setting, "seed": seed, "summary": summary})
+        rows.append({"dir": str(job), "setting": setting, "seed": seed, "overrides": overrides, "summary": summary})
     return rows
 
 
-def _final(summary: dict[str, Any] | None, key: str) -> float | None:
+def final_value(summary: dict[str, Any] | None, key: str) -> float | None:
     """A final-evaluation value: a top-level key (greedy_acc, mean@16, distinct@16) or pass@K."""
     final = (summary or {}).get("final") or {}
     if key.startswith("pass@") and key not in final:
@@ -60,8 +61,8 @@ def summarise(rows: list[dict[str, Any]], key: str = "greedy_acc", extra: tuple[
         groups.setdefault(r["setting"], []).append(r)
     out = []
     for setting, jobs in groups.items():
-        done = [j for j in jobs if _final(j["summary"], key) is not None]
-        values = [float(_final(j["summary"], key)) for j in done]
+        done = [j for j in jobs if final_value(j["summary"], key) is not None]
+        values = [float(final_value(j["summary"], key)) for j in done]
         labels = [j["summary"]["labels"]["total_labels_consumed"] for j in done]
         out.append(
             {
@@ -77,7 +78,7 @@ def summarise(rows: list[dict[str, Any]], key: str = "greedy_acc", extra: tuple[
                 else None,
                 "missing": [j["dir"] for j in jobs if j not in done],
                 "extra": {
-                    k: list(_stats([float(v) for j in done if (v := _final(j["summary"], k)) is not None]))
+                    k: list(_stats([float(v) for j in done if (v := final_value(j["summary"], k)) is not None]))
                     for k in extra
                 },
             }

@@ -32,14 +32,6 @@ def test_help_lists_every_command(tmp_path):
         assert cmd in out.stdout
 
 
-@pytest.mark.parametrize("cmd", ["report"])
-def test_unbuilt_commands_say_so(tmp_path, cmd):
-    out = memrl(cmd, cwd=tmp_path)
-    assert out.returncode == 2
-    assert "not built yet" in out.stderr
-    assert "Traceback" not in out.stderr
-
-
 @pytest.mark.parametrize("cmd", ["rollout", "graph", "gnn"])
 def test_warmup_commands_need_memreward(tmp_path, cmd):
     out = memrl(cmd, "reward=oracle", cwd=tmp_path)

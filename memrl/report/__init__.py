@@ -1,0 +1,1 @@
+"""`memrl report`: finished sweeps as the papers' tables and plots (`build.build_report`)."""
