@@ -12,14 +12,10 @@ reported separately.
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
-
-def read_metrics(run: Path) -> list[dict[str, float]]:
-    path = run / "train" / "metrics.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
+from memrl.utils.io import read_jsonl_tolerant
 
 
 def shares(rows: list[dict[str, float]]) -> dict[str, float]:
@@ -41,7 +37,7 @@ def main(argv: list[str]) -> int:
         return 2
     for arg in argv:
         run = Path(arg)
-        rows = [r for r in read_metrics(run) if "meds/time_total_s" in r]
+        rows = [r for r in read_jsonl_tolerant(run / "train" / "metrics.jsonl") if "meds/time_total_s" in r]
         if not rows:
             print(f"{run}: no MEDS step in train/metrics.jsonl")
             continue

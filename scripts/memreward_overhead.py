@@ -13,6 +13,8 @@ import json
 import sys
 from pathlib import Path
 
+from memrl.utils.io import read_jsonl_tolerant
+
 
 def warmup_seconds(run: Path) -> dict[str, float | None]:
     """Seconds of each warm-up stage as recorded by the stages themselves (None: stage not run)."""
@@ -30,10 +32,9 @@ def warmup_seconds(run: Path) -> dict[str, float | None]:
 def online_share(run: Path) -> tuple[float, float, float, float, int] | None:
     """(GNN scoring seconds, of which embedding, GNN refresh seconds, step seconds, steps) summed over
     train/metrics.jsonl."""
-    path = run / "train" / "metrics.jsonl"
-    if not path.is_file():
+    rows = read_jsonl_tolerant(run / "train" / "metrics.jsonl")
+    if not rows:
         return None
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     gnn = sum(r.get("timing_s/gnn_reward", 0.0) for r in rows)
     embed = sum(r.get("timing_s/gnn_embed", 0.0) for r in rows)
     refresh = sum(r.get("timing_s/gnn_refresh", 0.0) for r in rows)

@@ -13,7 +13,6 @@ over training (MEDS' meds/*).
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -23,6 +22,7 @@ import yaml
 
 from memrl.errors import UserError
 from memrl.sweep_summary import IGNORED, collect_jobs, summarise
+from memrl.utils.io import read_jsonl_tolerant
 
 QUALITY_KEYS = [
     ("metrics_only/reward_f1", "reward F1 on unlabelled rollouts"),
@@ -42,16 +42,7 @@ TRAINING_KEYS = [
 
 
 def _metrics(job_dir: str) -> list[dict[str, float]]:
-    path = Path(job_dir) / "train" / "metrics.jsonl"
-    if not path.is_file():
-        return []
-    rows = []
-    for line in path.read_text().splitlines():
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue  # a line torn by a kill
-    return rows
+    return read_jsonl_tolerant(Path(job_dir) / "train" / "metrics.jsonl")
 
 
 def _config(job_dir: str) -> dict[str, Any]:

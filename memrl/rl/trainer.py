@@ -31,7 +31,7 @@ from memrl.rl.core_algos import agg_loss, entropy_advantage, grpo_advantages, kl
 from memrl.rl.sampler import PromptSampler
 from memrl.rl.scoring import autocast_context, forward_batch
 from memrl.rollout.records import SamplingParams
-from memrl.utils.io import atomic_write_jsonl
+from memrl.utils.io import atomic_write_jsonl, read_jsonl_tolerant
 
 log = logging.getLogger(__name__)
 
@@ -569,14 +569,8 @@ class Trainer:
         self.engine.sync_weights(self.model)
         # metrics written after the checkpoint by the killed run are dropped: they will be recomputed
         if self.metrics_path.exists():
-            rows = []
-            for line in self.metrics_path.read_text().splitlines():
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError:
-                    continue  # a line torn by the kill
-                if row.get("step", 0) <= self.step:
-                    rows.append(row)
+            # lines torn by the kill are skipped
+            rows = [r for r in read_jsonl_tolerant(self.metrics_path) if r.get("step", 0) <= self.step]
             atomic_write_jsonl(self.metrics_path, rows)
             self.history = rows
         log.info("resumed from %s (step %d)", path, self.step)

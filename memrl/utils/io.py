@@ -85,3 +85,20 @@ def _json_default(obj: Any) -> Any:
     if hasattr(obj, "tolist"):
         return obj.tolist()
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def read_jsonl_tolerant(path: str | os.PathLike) -> list[Any]:
+    """The rows of a JSONL file a process may have been killed while appending to: torn lines are skipped
+    (metrics.jsonl; data files use `memrl.data.loaders`, which reports bad lines instead). [] if absent."""
+    path = Path(path)
+    if not path.is_file():
+        return []
+    rows = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if not line.strip():
+            continue
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return rows

@@ -30,3 +30,12 @@ def test_jsonl_rows(tmp_path):
     p = tmp_path / "s.jsonl"
     atomic_write_jsonl(p, [{"a": 1}, {"b": [1, 2]}])
     assert [json.loads(line) for line in p.read_text().splitlines()] == [{"a": 1}, {"b": [1, 2]}]
+
+
+def test_read_jsonl_tolerant_skips_torn_lines(tmp_path):
+    from memrl.utils.io import read_jsonl_tolerant
+
+    path = tmp_path / "metrics.jsonl"
+    path.write_text('{"step": 1}\n\n{"step": 2}\n{"step": 3, "x": ')  # the last line torn by a kill
+    assert read_jsonl_tolerant(path) == [{"step": 1}, {"step": 2}]
+    assert read_jsonl_tolerant(tmp_path / "absent.jsonl") == []
