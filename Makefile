@@ -63,6 +63,7 @@ bench: $(BENCH_STAMP) ## Benchmarks (printed as ratios against a baseline measur
 	$(TEST_ENV) $(BIN)/python scripts/bench_sandbox.py
 	$(TEST_ENV) $(BIN)/python scripts/bench_rollout.py
 	$(TEST_ENV) $(BIN)/python scripts/bench_trainer.py
+	$(TEST_ENV) $(BIN)/python scripts/bench_meds.py
 
 demo: install ## Evaluate the tiny model on the synthetic test split (greedy + pass@k), then on 20 GSM8K problems
 	$(BIN)/memrl eval
