@@ -426,6 +426,9 @@ class TrainerConfig:
     resume: str = "auto"
     # evaluate the final policy on data.eval_sets (greedy + pass@k) and write eval/ like `memrl eval`
     final_eval: bool = True
+    # with final_eval: also evaluate the initial policy first (false: skip it, e.g. in a sweep whose jobs all
+    # start from the same model; `memrl eval` measures it once)
+    initial_eval: bool = True
     progress: bool = True
 
 

@@ -316,7 +316,7 @@ def run(cfg: DictConfig, run_dir: RunDir) -> dict[str, Any]:
         )
         resumed = (Path(run_dir.root) / "train" / "latest").exists() and settings.resume == "auto"
         initial = None
-        if eval_sets and not resumed:
+        if eval_sets and not resumed and cfg.trainer.initial_eval:
             log.info("evaluating the initial policy on %s", ", ".join(eval_sets))
             initial = evaluate_model(
                 cfg,
