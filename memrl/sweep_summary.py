@@ -31,7 +31,9 @@ def collect_jobs(sweep_dir: str | Path) -> list[dict[str, Any]]:
         if not saved.is_file():
             continue
         overrides = yaml.safe_load(saved.read_text()) or []
-        setting = " ".join(o for o in overrides if not o.startswith(IGNORED)) or "(defaults)"
+        # sorted: the same setting launched by two sweeps (values swept in one, fixed in the other) may list
+        # its overrides in another order
+        setting = " ".join(sorted(o for o in overrides if not o.startswith(IGNORED))) or "(defaults)"
         seed = next((o.split("=", 1)[1] for o in overrides if o.startswith("seed=")), "0")
         summary_path = job / "train" / "summary.json"
         summary = json.loads(summary_path.read_text()) if summary_path.is_file() else None

@@ -51,3 +51,10 @@ def test_summary_pools_several_sweep_folders(tmp_path, capsys):
     assert main([str(tmp_path / "a"), str(tmp_path / "b")]) == 0
     assert "| reward=oracle | 75.0 +- 7.1 | 2 | 100.0 |" in capsys.readouterr().out
     assert main([]) == 2
+
+
+def test_a_setting_is_the_same_whatever_the_order_of_its_overrides(tmp_path):
+    _job(tmp_path / "a", 0, ["+arm=grpo", "seed=0", "experiment=toy_meds"], 0.70)
+    _job(tmp_path / "b", 0, ["experiment=toy_meds", "+arm=grpo", "seed=1"], 0.80)
+    table = summarise([row for d in ("a", "b") for row in collect_jobs(tmp_path / d)])
+    assert [(t["setting"], t["n"]) for t in table] == [("+arm=grpo experiment=toy_meds", 2)]
