@@ -161,7 +161,9 @@ def gnn(
 
 @app.command()
 def report(
-    sweeps: list[str] = typer.Argument(..., help="Multirun folders (outputs/<task>/multiruns/<date>), pooled."),
+    sweeps: list[str] = typer.Argument(
+        ..., metavar="SWEEP_DIR", help="Multirun folders (outputs/<task>/multiruns/<date>), pooled."
+    ),
     out: str = typer.Option("outputs/reproduce", "--out", "-o", help="Folder for report.md, report.json, figures."),
     title: str = typer.Option("memrl report", "--title", help="The report's heading."),
 ) -> None:
