@@ -329,6 +329,9 @@ class MemRewardConfig:
     encoder_batch_size: int = 64
     # hard: reward 1[p > threshold] (the paper); soft: the probability p
     reward_mode: str = "hard"
+    # which model of gnn/ scores unlabelled rollouts online: gnn (the paper) | homogeneous | mlp (the
+    # paper's ablations; trained by `memrl gnn` with the baselines, or alone when baselines=false)
+    reward_model: str = "gnn"
     threshold: float = 0.5
     # [low, high]: a group with any prediction inside the band gets no reward signal (not trained on)
     abstain_band: list[float] | None = None

@@ -168,6 +168,7 @@ def _policy_or(cfg: DictConfig, given: tuple[Any, Any, Any] | None) -> Iterator[
 
 def check_memreward_config(cfg: DictConfig) -> None:
     """Fail early, with the key's name, on values the stages would only reject later."""
+    from memrl.memreward.gnn import MODEL_KINDS
     from memrl.memreward.graph import DIRECTIONS
     from memrl.memreward.training import SELECT_BY
     from memrl.rewards.memreward import REWARD_MODES
@@ -177,6 +178,7 @@ def check_memreward_config(cfg: DictConfig) -> None:
         ("direction", mr.direction, DIRECTIONS),
         ("reward_mode", mr.reward_mode, REWARD_MODES),
         ("gnn.select_by", mr.gnn.select_by, SELECT_BY),
+        ("reward_model", mr.reward_model, MODEL_KINDS),
     ]:
         if str(value) not in valid:
             raise UserError(f"unknown reward.memreward.{key}={value}; valid: {', '.join(valid)}")
@@ -375,6 +377,8 @@ def run_gnn(cfg: DictConfig, run_dir: RunDir) -> dict[str, Any]:
     folder.mkdir(parents=True, exist_ok=True)
 
     kinds = ["gnn"] + (["mlp", "homogeneous"] if mr.baselines else [])
+    if str(mr.reward_model) not in kinds:  # the online reward model of an ablation, trained even without baselines
+        kinds.append(str(mr.reward_model))
     results: dict[str, Any] = {}
     threshold = float(mr.threshold)
     # the group-majority-vote answer: "correct" when a rollout's answer is its group's majority (no label read)
@@ -488,7 +492,14 @@ def memreward_component(cfg: DictConfig, run_dir: RunDir, policy: tuple[Any, Any
 
     warm = run_warmup(cfg, run_dir, policy)
     inputs, labels = load_graph_inputs(run_dir)
-    saved = torch.load(gnn_dir(run_dir) / "gnn.pt", map_location="cpu", weights_only=True)
+    kind = str(cfg.reward.memreward.reward_model)
+    path = gnn_dir(run_dir) / f"{kind}.pt"
+    if not path.is_file():
+        raise UserError(
+            f"reward.memreward.reward_model={kind}, but {path} is missing: this run's `memrl gnn` did not train it; "
+            "rerun it with reward.memreward.baselines=true (or in a new run directory)"
+        )
+    saved = torch.load(path, map_location="cpu", weights_only=True)
     model = make_model(saved["spec"])
     model.load_state_dict(saved["state_dict"])
     mr = cfg.reward.memreward

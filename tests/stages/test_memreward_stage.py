@@ -112,3 +112,24 @@ def test_train_with_gnn_rewards_counts_labels(warm_run):
     assert set(state["memreward"]["predictor"]) == {"spec", "model", "memory", "graph"}
     assert state["memreward"]["predictor"]["memory"]["query_emb"].shape[0] >= 10
     assert state["memreward"]["growth"]["grown_rollouts"] % 4 == 0
+
+
+@pytest.mark.parametrize("kind", ["mlp", "homogeneous"])
+def test_an_ablation_scores_with_its_baseline_model(warm_run, compose_eval, kind):
+    """reward.memreward.reward_model picks which model of gnn/ gives the online rewards (the paper's ablations)."""
+    from memrl.run_dir import RunDir
+    from memrl.stages.memreward import memreward_component
+
+    run, _ = warm_run
+    cfg = compose_eval("reward=memreward", *ARGS, f"reward.memreward.reward_model={kind}", config_name="train")
+    component = memreward_component(cfg, RunDir(run), policy=None)  # the warm-up exists: no rollout needed
+    assert component.predictor.spec["kind"] == kind
+
+
+def test_unknown_reward_model_names_the_choices(compose_eval):
+    from memrl.errors import UserError
+    from memrl.stages.memreward import check_memreward_config
+
+    cfg = compose_eval("reward=memreward", "reward.memreward.reward_model=forest", config_name="train")
+    with pytest.raises(UserError, match="reward_model=forest; valid: gnn, homogeneous, mlp"):
+        check_memreward_config(cfg)
