@@ -191,6 +191,20 @@ def label_accounting(
     }
 
 
+def finished_summary(run_dir: RunDir, total_steps: int) -> dict[str, Any] | None:
+    """The run's train/summary.json when it ended after `total_steps` steps or more (else None)."""
+    import json
+
+    path = Path(run_dir.root) / "train" / "summary.json"
+    if not path.is_file():
+        return None
+    try:
+        summary = json.loads(path.read_text())
+    except json.JSONDecodeError:
+        return None  # written atomically, so only a hand-edited file gets here: train again
+    return summary if int(summary.get("steps", 0)) >= int(total_steps) else None
+
+
 def load_training_data(cfg: DictConfig) -> tuple[list[Any], list[Any], Any]:
     """The training problems, the validation problems (capped by trainer.val_limit) and the label store."""
     from memrl.data.loaders import load_problems
@@ -314,6 +328,14 @@ def run(cfg: DictConfig, run_dir: RunDir) -> dict[str, Any]:
             validate=validate if val_problems else None,
             log_fn=tracker.log,
         )
+        finished = finished_summary(run_dir, trainer.s.total_steps) if settings.resume == "auto" else None
+        if finished is not None:
+            # a sweep run again skips its finished jobs (make reproduce is resumable)
+            msg = f"{run_dir.root}: finished ({finished['steps']} steps, train/summary.json); nothing to do"
+            log.info(msg)
+            print(msg)
+            tracker.finish()
+            return finished
         resumed = (Path(run_dir.root) / "train" / "latest").exists() and settings.resume == "auto"
         initial = None
         if eval_sets and not resumed and cfg.trainer.initial_eval:

@@ -69,6 +69,9 @@ def test_train_writes_run_directory_and_resumes_after_sigkill(tiny_model_dir, tm
     assert manifest["stages"]["train"]["status"] == "done"
     initial = load_file(str(Path(tiny_model_dir) / "model.safetensors"))
     assert any(not torch.equal(initial[k], v) for k, v in _weights(full, 4).items())
+    # run again, a finished run does nothing (a re-run sweep skips its finished jobs)
+    again = subprocess.run(_cmd("--resume", str(full)), env=_env(), check=True, capture_output=True, text=True)
+    assert "finished (4 steps" in again.stdout and _metrics(full) == rows
 
     # the same run, killed at a random moment after its first checkpoint, then resumed
     killed = tmp_path / "killed"
