@@ -375,7 +375,8 @@ class MedsConfig:
     anchor_patterns: list[str] = field(default_factory=lambda: ["\\boxed{"])
     # layers kept, counted from the last (null: half of them, the paper's 14 of 28; 0: all)
     last_n_layers: int | None = None
-    # differences between consecutive kept layers instead of their values
+    # differences between consecutive layers (all L - 1 of them, as np.diff in the released code), of which the
+    # last last_n_layers are kept, instead of the values
     layer_diff: bool = False
     # apply the final norm to every layer (Hugging Face's last hidden state is already normed: false = the code)
     final_norm: bool = False

@@ -75,13 +75,16 @@ def select_layers(logits: torch.Tensor, last_n: int | None, layer_diff: bool = F
 
     Args:
         logits: [B, L] from `layer_logits`.
-        last_n: layers kept, counted from the last (0 or >= L: all of them).
-        layer_diff: differences between consecutive kept layers ([B, n - 1]) instead of the values.
+        last_n: values kept, counted from the last layer (0 or too many: all of them).
+        layer_diff: first replace the L values by the L - 1 differences between consecutive layers (the
+            released code applies np.diff before keeping the last n), then keep the last n of those.
 
     Returns:
-        [B, n] (or [B, n - 1] with `layer_diff`).
+        [B, n], n = min(last_n, L) (L // 2 when None; at most L - 1 with `layer_diff`).
     """
     L = logits.shape[1]
     n = max(1, L // 2) if last_n is None else (L if last_n <= 0 else min(int(last_n), L))
-    kept = logits[:, L - n :]
-    return kept.diff(dim=1) if layer_diff else kept
+    if layer_diff and L > 1:
+        logits = logits.diff(dim=1)
+        n = min(n, L - 1)
+    return logits[:, logits.shape[1] - n :]

@@ -136,6 +136,13 @@ def test_every_meds_arm_composes(compose_eval, arm):
     algo, target = want.get(arm, ("dapo", "wrong"))
     assert (cfg.algo.name, cfg.meds.enable, cfg.meds.penalty_target) == (algo, True, target)
     assert cfg.algo.use_entropy_advantage == (arm == "grpo_entropy")
+    # the ablations change one thing each
+    m = cfg.meds
+    assert (m.cluster_method, m.layer_diff, m.last_n_layers) == {
+        "dapo_meds_single": ("single", False, None),
+        "dapo_meds_layer_diff": ("hdbscan", True, None),
+        "dapo_meds_all_layers": ("hdbscan", False, 0),
+    }.get(arm, ("hdbscan", False, None))
 
 
 def test_toy_meds_sweeps_four_arms_and_three_seeds(compose_eval):

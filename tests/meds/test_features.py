@@ -44,4 +44,7 @@ def test_select_layers():
     assert select_layers(x, None).tolist() == [[4.0, 7.0], [1.0, 0.0]]  # half by default
     assert select_layers(x, 3).tolist() == [[2.0, 4.0, 7.0], [1.0, 1.0, 0.0]]
     assert select_layers(x, 0).shape == (2, 4) and select_layers(x, 99).shape == (2, 4)
-    assert select_layers(x, 3, layer_diff=True).tolist() == [[2.0, 3.0], [0.0, -1.0]]
+    # differences first (1, 2, 3 and 1, 0, -1), then the last n of them
+    assert select_layers(x, 3, layer_diff=True).tolist() == [[1.0, 2.0, 3.0], [1.0, 0.0, -1.0]]
+    assert select_layers(x, None, layer_diff=True).tolist() == [[2.0, 3.0], [0.0, -1.0]]
+    assert select_layers(x, 0, layer_diff=True).shape == (2, 3)
