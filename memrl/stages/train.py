@@ -192,17 +192,21 @@ def label_accounting(
 
 
 def finished_summary(run_dir: RunDir, total_steps: int) -> dict[str, Any] | None:
-    """The run's train/summary.json when it ended after `total_steps` steps or more (else None)."""
+    """The run's train/summary.json when it ended after `total_steps` steps or more, and its last checkpoint
+    (train/latest) is still that step's (else None: a checkpoint rolled back by hand resumes from there)."""
     import json
 
-    path = Path(run_dir.root) / "train" / "summary.json"
-    if not path.is_file():
+    train = Path(run_dir.root) / "train"
+    path = train / "summary.json"
+    if not path.is_file() or not (train / "latest").is_file():
         return None
     try:
         summary = json.loads(path.read_text())
     except json.JSONDecodeError:
         return None  # written atomically, so only a hand-edited file gets here: train again
-    return summary if int(summary.get("steps", 0)) >= int(total_steps) else None
+    steps = int(summary.get("steps", 0))
+    latest = (train / "latest").read_text().strip()
+    return summary if steps >= int(total_steps) and latest == f"global_step_{steps}" else None
 
 
 def load_training_data(cfg: DictConfig) -> tuple[list[Any], list[Any], Any]:
