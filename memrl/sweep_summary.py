@@ -94,12 +94,22 @@ def _cell(key: str, mean: float, std: float) -> str:
     return f"{scale * mean:.1f} +- {scale * std:.1f}" if not math.isnan(mean) else "n/a"
 
 
+def reference(table: list[dict[str, Any]]) -> tuple[str, float]:
+    """What "% of" compares with: the reward=oracle row when there is one, else the best row."""
+    oracle = next((t for t in table if t["n"] and "reward=oracle" in t["setting"].split()), None)
+    if oracle is not None:
+        return "oracle", oracle["mean"]
+    return "best", max((t["mean"] for t in table if t["n"]), default=math.nan)
+
+
 def to_markdown(table: list[dict[str, Any]], key: str = "greedy_acc") -> str:
-    best = max((t["mean"] for t in table if t["n"]), default=math.nan)
+    """The table: per setting, the final `key` (mean +- std), seeds, % of oracle (or best), labels, per-seed
+    values, then the extra columns of `summarise`; unfinished jobs listed under it."""
+    ref_name, ref = reference(table)
     extra = list(table[0].get("extra", {})) if table else []
     head = "".join(f" {k} |" for k in extra)
     lines = [
-        f"| setting | final {key} (%) mean +- std | seeds | % of best | labels consumed | per seed |{head}",
+        f"| setting | final {key} (%) mean +- std | seeds | % of {ref_name} | labels consumed | per seed |{head}",
         "|---|---|---|---|---|---|" + "---|" * len(extra),
     ]
     for t in table:
@@ -110,7 +120,7 @@ def to_markdown(table: list[dict[str, Any]], key: str = "greedy_acc") -> str:
         cells = "".join(f" {_cell(k, *t['extra'][k])} |" for k in extra)
         lines.append(
             f"| {t['setting']} | {100 * t['mean']:.1f} +- {100 * t['std']:.1f} | {t['n']} | "
-            f"{100 * t['mean'] / best:.1f} | {sorted(set(t['labels_consumed']))} | {per_seed} |{cells}"
+            f"{100 * t['mean'] / ref:.1f} | {sorted(set(t['labels_consumed']))} | {per_seed} |{cells}"
         )
     missing = [m for t in table for m in t["missing"]]
     if missing:
@@ -123,7 +133,7 @@ class SweepSummary(Callback):
     """Prints and writes the table of a finished multirun (hydra.callbacks in an experiment config)."""
 
     def __init__(self, key: str = "greedy_acc", keys: list[str] | None = None) -> None:
-        # keys: the columns, the first one ranked ("% of best"); key: a single column (older configs)
+        # keys: the columns, the first one ranked ("% of oracle" or of the best); key: a single column
         keys = list(keys) if keys else [key]
         self.key, self.extra = keys[0], tuple(keys[1:])
 

@@ -38,6 +38,7 @@ def test_summary_groups_seeds_and_lists_missing(tmp_path):
     assert oracle["initial_mean"] == pytest.approx(0.25)
     assert partial["n"] == 1 and partial["std"] == 0.0 and partial["missing"] == [str(tmp_path / "3")]
     md = to_markdown(table)
+    assert "| % of oracle |" in md  # a reward=oracle row is the reference
     assert "| reward=oracle | 72.0 +- 2.8 | 2 | 100.0 |" in md
     assert "| reward=partial | 40.0 +- 0.0 | 1 | 55.6 |" in md
     assert "unfinished or failed jobs" in md and str(tmp_path / "3") in md

@@ -59,11 +59,15 @@ def sweep(tmp_path):
 def test_report_tables_commands_and_figures(sweep, tmp_path):
     out = tmp_path / "out"
     text = build_report([sweep], out).read_text()
-    assert "| reward=oracle x=1 | 2 | 75.0 +- 7.1 | 100.0 | 65.0 +- 7.1 | 85.0 +- 7.1 | 2.0 +- 0.0 | 800.0 |" in text
-    assert "| reward.label_ratio=0.2 reward=memreward x=1 | 1 | 60.0 +- 0.0 | 80.0 |" in text
+    assert "| % of oracle | labels consumed | per seed | pass@1 | pass@4 | distinct@4 |" in text
+    assert (
+        "| reward=oracle x=1 | 75.0 +- 7.1 | 2 | 100.0 | [800.0] | 70.0, 80.0 | 65.0 +- 7.1 | 85.0 +- 7.1 | 2.0 +- 0.0 |"
+        in text
+    )
+    assert "| reward.label_ratio=0.2 reward=memreward x=1 | 60.0 +- 0.0 | 1 | 80.0 | [160.0] |" in text
     assert "`memrl train -m reward=oracle x=1 seed=0,1`" in text
     assert "`memrl train -m reward=memreward reward.label_ratio=0.5 x=1 seed=0,1`" in text
-    assert f"not averaged): {sweep / '4'}" in text
+    assert f"(not averaged): {sweep / '4'}" in text
     for name in ("pass_at_k.png", "label_ratio.png", "reward_quality.png", "diversity.png"):
         assert (out / name).stat().st_size > 1000 and f"]({name})" in text
     table = json.loads((out / "report.json").read_text())["table"]
