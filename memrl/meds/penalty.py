@@ -22,6 +22,13 @@ def cluster_penalty(size: int, alpha: float = 0.1, cap: float = 2.0) -> float:
     return float(alpha) * min(math.log(int(size) + 1), float(cap))
 
 
+def penalty_applies(correct: bool, target: str) -> bool:
+    """Whether a rollout of this correctness is shaped under `target`."""
+    if target not in PENALTY_TARGETS:
+        raise ValueError(f"unknown penalty target {target!r}; valid: {', '.join(PENALTY_TARGETS)}")
+    return target in (("right", "both") if correct else ("wrong", "both"))
+
+
 def penalise(score: float, correct: bool, size: int, target: str, alpha: float = 0.1, cap: float = 2.0) -> float:
     """The shaped score of one rollout.
 
@@ -35,11 +42,7 @@ def penalise(score: float, correct: bool, size: int, target: str, alpha: float =
     Returns:
         The score after the penalty.
     """
-    if target not in PENALTY_TARGETS:
-        raise ValueError(f"unknown penalty target {target!r}; valid: {', '.join(PENALTY_TARGETS)}")
+    if not penalty_applies(correct, target):
+        return score
     p = cluster_penalty(size, alpha, cap)
-    if not correct and target in ("wrong", "both"):
-        return score - p
-    if correct and target in ("right", "both"):
-        return score / (1.0 + p)
-    return score
+    return score / (1.0 + p) if correct else score - p

@@ -29,7 +29,7 @@ from memrl.meds.anchor import AnchorFinder
 from memrl.meds.diversity import AnswerNovelty, distinct_answers, top1_eigen_ratio
 from memrl.meds.features import final_norm_module, layer_logits, output_head, select_layers
 from memrl.meds.memory import ErrorMemory
-from memrl.meds.penalty import PENALTY_TARGETS, cluster_penalty, penalise
+from memrl.meds.penalty import PENALTY_TARGETS, cluster_penalty, penalise, penalty_applies
 from memrl.rewards.base import Group, HiddenStateRequest, RewardComponent, RewardContext, ScoringOutputs
 
 
@@ -95,16 +95,16 @@ class MEDSShaper(RewardComponent):
     def shape(self, groups: list[Group], scoring: ScoringOutputs, ctx: RewardContext) -> dict[str, float]:
         t0 = time.perf_counter()
         rollouts = [r for g in groups for r in g.rollouts]
-        owner = [(gi, ri) for gi, g in enumerate(groups) for ri in range(len(g.rollouts))]
+        owner = [g for g in groups for _ in g.rollouts]  # the group of each rollout, in batch order
+        # the outcome the reward believes (trained groups are judged): ground truth or a predicted reward
+        correct = [o >= 0.5 for g in groups for o in g.outcome]
         rows, feats = self.features(scoring, rollouts)
         t_feat = time.perf_counter() - t0
 
         # one memory per (prompt, correctness): assign against past steps, then store and refit
         by_key: dict[tuple[str, int], list[int]] = {}
         for j, i in enumerate(rows):
-            gi, ri = owner[i]
-            correct = int((groups[gi].outcome[ri] or 0.0) >= 0.5)
-            by_key.setdefault((groups[gi].problem.id, correct), []).append(j)
+            by_key.setdefault((owner[i].problem.id, int(correct[i])), []).append(j)
         t1 = time.perf_counter()
         keys = list(by_key)
         sizes_per_key = self.memory.step([(k, feats[by_key[k]].numpy()) for k in keys])
@@ -113,27 +113,24 @@ class MEDSShaper(RewardComponent):
         sizes = np.zeros(len(rollouts), dtype=np.int64)
         for k, ks in zip(keys, sizes_per_key):
             sizes[rows[by_key[k]]] = ks
-        penalties = []
-        penalised = 0
-        for i, (gi, ri) in enumerate(owner):
-            g = groups[gi]
-            correct = (g.outcome[ri] or 0.0) >= 0.5
-            before = g.score[ri]
-            g.score[ri] = penalise(before, correct, int(sizes[i]), self.target, self.alpha, self.cap)
-            applies = (not correct and self.target in ("wrong", "both")) or (
-                correct and self.target in ("right", "both")
-            )
-            penalties.append(cluster_penalty(int(sizes[i]), self.alpha, self.cap) if applies else 0.0)
-            penalised += g.score[ri] != before
-        for gi, g in enumerate(groups):
-            g.extra["meds_cluster_size"] = [int(sizes[i]) for i, (a, _) in enumerate(owner) if a == gi]
+        applies = [penalty_applies(c, self.target) for c in correct]
+        penalties = [cluster_penalty(int(n), self.alpha, self.cap) if a else 0.0 for n, a in zip(sizes, applies)]
+        start = 0
+        for g in groups:
+            end = start + len(g.rollouts)
+            g.score = [
+                penalise(s, c, int(n), self.target, self.alpha, self.cap)
+                for s, c, n in zip(g.score, correct[start:end], sizes[start:end])
+            ]
+            g.extra["meds_cluster_size"] = [int(n) for n in sizes[start:end]]
+            start = end
 
         answers = [[extract_answer(r.text, self.answer_formats) for r in g.rollouts] for g in groups]
         clusters = [self.memory.cluster_counts(k) for k in keys]
-        wrong_sizes = [int(sizes[i]) for i, (gi, ri) in enumerate(owner) if (groups[gi].outcome[ri] or 0.0) < 0.5]
+        wrong_sizes = [int(n) for n, c in zip(sizes, correct) if not c]
         out = {
             "meds/anchored_frac": len(rows) / max(1, len(rollouts)),
-            "meds/penalised_frac": penalised / max(1, len(rollouts)),
+            "meds/penalised_frac": sum(p > 0 for p in penalties) / max(1, len(rollouts)),
             "meds/penalty_mean": float(np.mean(penalties)) if penalties else 0.0,
             "meds/cluster_size_wrong_mean": float(np.mean(wrong_sizes)) if wrong_sizes else math.nan,
             "meds/clusters_per_memory": float(np.mean([c for c, _ in clusters])) if clusters else math.nan,
