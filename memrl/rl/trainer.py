@@ -103,7 +103,7 @@ class Trainer:
         settings: the loop's knobs.
         model: the policy (float32 parameters; `settings.compute_dtype` autocasts on a GPU).
         tokenizer: its tokenizer (pad token set).
-        engine: a rollout engine (`generate`, `sync_weights`).
+        engine: a rollout engine (`generate`, `sleep`, `sync_weights`).
         pipeline: the reward components.
         ground_truth: labels of the training queries (reward code reads labelled ones only).
         train_problems: the training queries.
@@ -345,7 +345,7 @@ class Trainer:
 
         t = time.time()
         # a colocated engine that can (vLLM on a GPU) frees its memory for the update; sync_weights wakes it
-        getattr(self.engine, "sleep", lambda: None)()
+        self.engine.sleep()
         metrics.update(self._update(batch, groups, n_mini))
         timing["update_actor"] = time.time() - t
         self.engine.sync_weights(self.model)

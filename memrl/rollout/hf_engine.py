@@ -44,6 +44,9 @@ class HFEngine:
         """Point the engine at `model` (the same module in the colocated CPU setup: nothing to copy)."""
         self.model = model
 
+    def sleep(self) -> None:
+        """Nothing to free before the policy update: the engine holds no memory of its own."""
+
     @torch.no_grad()
     def generate(
         self,

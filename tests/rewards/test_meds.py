@@ -104,6 +104,10 @@ def test_meds_in_the_trainer_and_through_a_checkpoint(policy, tmp_path):
         def sync_weights(self, model):
             pass
 
+        def sleep(self):
+
+            pass
+
         def generate(self, prompts, params, progress=None):
             out = []
             for pi, prompt in enumerate(prompts):

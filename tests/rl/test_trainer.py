@@ -31,6 +31,10 @@ class ScriptedEngine:
     def sync_weights(self, model):
         pass
 
+    def sleep(self):
+
+        pass
+
     def generate(self, prompts, params, progress=None):
         self.calls += 1
         out = []
