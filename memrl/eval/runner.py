@@ -45,8 +45,8 @@ def evaluate_problems(
 
     Returns:
         (metrics, samples): metrics has n_problems, greedy_acc, mean@n, pass@k {k: value}, distinct@n
-        (distinct answers per problem among its n samples), mean_tokens and truncated (fraction of completions that hit the length limit);
-        samples has one record per completion.
+        (distinct answers per problem among its n samples), mean_tokens and truncated (fraction of
+        completions that hit the length limit); samples has one record per completion.
     """
     prompts = [
         format_prompt(p, tokenizer, settings.prompt_style, settings.answer_format, settings.system_prompt)

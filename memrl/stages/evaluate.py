@@ -51,12 +51,12 @@ def build_engine(rollout_cfg: Any, model: Any, tokenizer: Any) -> Any:
             model,
             tokenizer,
             batch_size=int(rollout_cfg.batch_size),
-            gpu_memory_utilization=float(rollout_cfg.get("gpu_memory_utilization", 0.5)),
-            kv_cache_gb=rollout_cfg.get("kv_cache_gb"),
-            enforce_eager=bool(rollout_cfg.get("enforce_eager", False)),
-            max_model_len=rollout_cfg.get("max_model_len"),
-            dtype=str(rollout_cfg.get("dtype", "auto")),
-            sleep=bool(rollout_cfg.get("sleep", True)),
+            gpu_memory_utilization=float(rollout_cfg.gpu_memory_utilization),
+            kv_cache_gb=rollout_cfg.kv_cache_gb,
+            enforce_eager=bool(rollout_cfg.enforce_eager),
+            max_model_len=rollout_cfg.max_model_len,
+            dtype=str(rollout_cfg.dtype),
+            sleep=bool(rollout_cfg.sleep),
         )
     raise UserError(f"unknown rollout.engine={engine}; valid: hf, vllm")
 

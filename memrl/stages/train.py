@@ -196,17 +196,18 @@ def finished_summary(run_dir: RunDir, total_steps: int) -> dict[str, Any] | None
     (train/latest) is still that step's (else None: a checkpoint rolled back by hand resumes from there)."""
     import json
 
+    from memrl.rl.checkpoint import latest_checkpoint
+
     train = Path(run_dir.root) / "train"
-    path = train / "summary.json"
-    if not path.is_file() or not (train / "latest").is_file():
+    latest = latest_checkpoint(train)
+    if latest is None or not (train / "summary.json").is_file():
         return None
     try:
-        summary = json.loads(path.read_text())
+        summary = json.loads((train / "summary.json").read_text())
     except json.JSONDecodeError:
         return None  # written atomically, so only a hand-edited file gets here: train again
     steps = int(summary.get("steps", 0))
-    latest = (train / "latest").read_text().strip()
-    return summary if steps >= int(total_steps) and latest == f"global_step_{steps}" else None
+    return summary if steps >= int(total_steps) and latest.name == f"global_step_{steps}" else None
 
 
 def load_training_data(cfg: DictConfig) -> tuple[list[Any], list[Any], Any]:
