@@ -153,7 +153,7 @@ def gnn(
     """MemReward warm-up 3/3: train the reward GNN and its baselines; print their reward-prediction quality.
 
     Examples: `memrl gnn --run outputs/memreward/<run>`, `memrl gnn reward.memreward.gnn.restarts=5`.
-    Writes gnn/gnn.pt (and mlp.pt, homogeneous.pt) and gnn/report.json. Then
+    Writes gnn/gnn.pt (and mlp.pt, homogeneous.pt, no_think.pt) and gnn/report.json. Then
     `memrl train --resume outputs/memreward/<run>` trains with the GNN's rewards.
     """
     _warmup_command("gnn", ctx, multirun, run)

@@ -329,13 +329,13 @@ class MemRewardConfig:
     encoder_batch_size: int = 64
     # hard: reward 1[p > threshold] (the paper); soft: the probability p
     reward_mode: str = "hard"
-    # which model of gnn/ scores unlabelled rollouts online: gnn (the paper) | homogeneous | mlp (the
+    # which model of gnn/ scores unlabelled rollouts online: gnn (the paper) | homogeneous | no_think | mlp (the
     # paper's ablations; trained by `memrl gnn` with the baselines, or alone when baselines=false)
     reward_model: str = "gnn"
     threshold: float = 0.5
     # [low, high]: a group with any prediction inside the band gets no reward signal (not trained on)
     abstain_band: list[float] | None = None
-    # also train the MLP and homogeneous-graph ablations for the GNN report
+    # also train the MLP, homogeneous-graph and no-think-node ablations for the GNN report
     baselines: bool = True
     # beyond the paper (whose memory is frozen): add the labelled groups of each training step to the memory
     # and fine-tune the GNN on the grown memory every refresh_every steps (early stopping on the same

@@ -7,6 +7,8 @@ node of `data` (a graph from `graph.build_graph` / `graph.attach`), in node orde
   GATv2Conv (self-loops only on same-type edges), and a scaled dot-product readout of query against rollout;
 - `HomogeneousGNN`: the same without node and edge types (`graph.to_homogeneous_graph`), one shared
   input projection and one GATv2Conv per layer;
+- `NoThinkGNN`: the "w/o thinking node" ablation: no think nodes, each query linked straight to its rollouts'
+  answer nodes, and a readout of the answer alone;
 - `FeatureMLP`: no graph at all, an MLP over each rollout's query, think, answer embeddings and features.
 
 Shapes: Q queries, R rollouts, D embedding dim, F answer-feature dim, H hidden.
@@ -24,9 +26,18 @@ from torch_geometric.data import HeteroData
 from torch_geometric.nn import GATv2Conv, HeteroConv
 
 from memrl.errors import UserError
-from memrl.memreward.graph import ANSWER, COMPETES_WITH, EDGE_TYPES, NODE_TYPES, QUERY, THINK, to_homogeneous_graph
+from memrl.memreward.graph import (
+    ANSWER,
+    COMPETES_WITH,
+    EDGE_TYPES,
+    NODE_TYPES,
+    QUERY,
+    SIMILAR_TO,
+    THINK,
+    to_homogeneous_graph,
+)
 
-MODEL_KINDS = ("gnn", "homogeneous", "mlp")
+MODEL_KINDS = ("gnn", "homogeneous", "no_think", "mlp")
 # the released default: think competition is off in training and inference (METHODS.md A3)
 DEFAULT_EDGE_TYPES = tuple(et for et in EDGE_TYPES if et != COMPETES_WITH)
 FEAT_HIDDEN = 64  # answer_feat_proj's inner width in the released model
@@ -49,21 +60,21 @@ def dot_score(q_hat: Tensor, r_hat: Tensor, bias: Tensor) -> Tensor:
 
 
 class DotProductReadout(nn.Module):
-    """q_hat = LayerNorm(Linear(H -> K)(h_query)); r_hat = LayerNorm(Linear(3H -> K)([h_think; h_answer;
-    feat_proj])); score = dot_score(q_hat, r_hat, b)."""
+    """q_hat = LayerNorm(Linear(H -> K)(h_query)); r_hat = LayerNorm(Linear(P*H -> K)([part_1; ...; part_P]));
+    score = dot_score(q_hat, r_hat, b). The released model's P = 3 parts are [h_think; h_answer; feat_proj]."""
 
-    def __init__(self, hidden: int, readout_dim: int = 256) -> None:
+    def __init__(self, hidden: int, readout_dim: int = 256, parts: int = 3) -> None:
         super().__init__()
         self.query_proj = nn.Linear(hidden, readout_dim)
         self.query_norm = nn.LayerNorm(readout_dim)
-        self.rollout_proj = nn.Linear(3 * hidden, readout_dim)
+        self.rollout_proj = nn.Linear(parts * hidden, readout_dim)
         self.rollout_norm = nn.LayerNorm(readout_dim)
         self.bias = nn.Parameter(torch.zeros(()))
 
-    def forward(self, h_query: Tensor, h_think: Tensor, h_answer: Tensor, h_feat: Tensor) -> Tensor:
-        """h_query [R, H] (each rollout's query, already gathered), h_think / h_answer / h_feat [R, H] -> [R]."""
+    def forward(self, h_query: Tensor, *rollout_parts: Tensor) -> Tensor:
+        """h_query [R, H] (each rollout's query, already gathered), each of the P rollout parts [R, H] -> [R]."""
         q_hat = self.query_norm(self.query_proj(h_query))
-        r_hat = self.rollout_norm(self.rollout_proj(torch.cat([h_think, h_answer, h_feat], dim=-1)))
+        r_hat = self.rollout_norm(self.rollout_proj(torch.cat(rollout_parts, dim=-1)))
         return dot_score(q_hat, r_hat, self.bias)
 
 
@@ -183,6 +194,68 @@ class HomogeneousGNN(nn.Module):
         return self.readout(h[answer.query], h[think_index], h[answer_index], self.answer_feat_proj(answer.feat))
 
 
+# the no-think ablation's own edge types, derived from each answer node's query
+GENERATES_ANSWER = (QUERY, "generates_answer", ANSWER)
+REV_GENERATES_ANSWER = (ANSWER, "rev_generates_answer", QUERY)
+
+
+class NoThinkGNN(nn.Module):
+    """The "w/o thinking node" ablation: `RewardGNN` on a graph without think nodes.
+
+    Each rollout is its answer node alone, linked to its query by `(query, generates_answer, answer)` and the
+    reverse (built from `answer.query`, so it runs on the graphs of `build_graph` / `attach`, whose think
+    nodes and edges it ignores); `(query, similar_to, query)` is kept. The readout scores
+    [h_answer; feat_proj] against the query. A query's answers are one hop from it here (two through the
+    think nodes in `RewardGNN`); `graph.receptive_subgraph` keeps every kept query's whole rollouts, so the
+    same number of hops still holds everything this model reads.
+
+    Args: as `RewardGNN`, without `edge_types` (think-think edges have no meaning here).
+    """
+
+    def __init__(
+        self,
+        in_dim: int = 384,
+        feat_dim: int = 3,
+        hidden: int = 512,
+        heads: int = 4,
+        layers: int = 2,
+        dropout: float = 0.1,
+        readout_dim: int = 256,
+    ) -> None:
+        super().__init__()
+        _check_heads(hidden, heads)
+        self.input_proj = nn.ModuleDict({t: nn.Linear(in_dim, hidden) for t in (QUERY, ANSWER)})
+        self.answer_feat_proj = _feat_proj(feat_dim, hidden)
+        edge_types = (GENERATES_ANSWER, REV_GENERATES_ANSWER, SIMILAR_TO)
+        self.convs = nn.ModuleList(
+            HeteroConv(
+                {
+                    et: GATv2Conv(
+                        hidden, hidden // heads, heads=heads, dropout=dropout, add_self_loops=et[0] == et[2]
+                    )
+                    for et in edge_types
+                },
+                aggr="mean",
+            )
+            for _ in range(layers)
+        )
+        self.readout = DotProductReadout(hidden, readout_dim, parts=2)
+
+    def forward(self, data: HeteroData) -> Tensor:
+        """data: a memory graph -> [R] logits of its answer nodes, in node order."""
+        answer = data[ANSWER]
+        rollouts = torch.arange(answer.num_nodes, device=answer.query.device)
+        generates = torch.stack([answer.query, rollouts])
+        edge_index = {GENERATES_ANSWER: generates, REV_GENERATES_ANSWER: generates.flip(0)}
+        if SIMILAR_TO in data.edge_types:
+            edge_index[SIMILAR_TO] = data[SIMILAR_TO].edge_index
+        h = {t: self.input_proj[t](data[t].x) for t in (QUERY, ANSWER)}
+        for conv in self.convs:
+            out = conv(h, edge_index)
+            h = {t: torch.relu(out[t]) if t in out else h[t] for t in h}
+        return self.readout(h[QUERY][answer.query], h[ANSWER], self.answer_feat_proj(answer.feat))
+
+
 class FeatureMLP(nn.Module):
     """The no-graph ablation: an MLP over [x_query of its query; x_think; x_answer; feat] of each rollout.
 
@@ -218,7 +291,8 @@ def build_model(
     dropout: float,
     edge_types: Sequence[EdgeType] | None = None,
 ) -> nn.Module:
-    """A reward model by name: "gnn" (`RewardGNN`), "homogeneous" (`HomogeneousGNN`), "mlp" (`FeatureMLP`).
+    """A reward model by name: "gnn" (`RewardGNN`), "homogeneous" (`HomogeneousGNN`), "no_think"
+    (`NoThinkGNN`), "mlp" (`FeatureMLP`).
 
     `heads` and `layers` are ignored by "mlp", `edge_types` by all but "gnn".
 
@@ -229,6 +303,8 @@ def build_model(
         return RewardGNN(in_dim, feat_dim, hidden, heads, layers, dropout, edge_types)
     if kind == "homogeneous":
         return HomogeneousGNN(in_dim, feat_dim, hidden, heads, layers, dropout)
+    if kind == "no_think":
+        return NoThinkGNN(in_dim, feat_dim, hidden, heads, layers, dropout)
     if kind == "mlp":
         return FeatureMLP(in_dim, feat_dim, hidden, dropout)
     raise UserError(f"unknown reward model kind '{kind}'; valid: {', '.join(MODEL_KINDS)}")

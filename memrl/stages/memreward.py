@@ -376,7 +376,7 @@ def run_gnn(cfg: DictConfig, run_dir: RunDir) -> dict[str, Any]:
     settings = fit_settings(cfg)
     folder.mkdir(parents=True, exist_ok=True)
 
-    kinds = ["gnn"] + (["mlp", "homogeneous"] if mr.baselines else [])
+    kinds = ["gnn"] + (["mlp", "homogeneous", "no_think"] if mr.baselines else [])
     if str(mr.reward_model) not in kinds:  # the online reward model of an ablation, trained even without baselines
         kinds.append(str(mr.reward_model))
     results: dict[str, Any] = {}

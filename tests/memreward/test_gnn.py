@@ -11,9 +11,11 @@ import torch.nn.functional as F
 from memrl.errors import UserError
 from memrl.memreward.gnn import (
     DEFAULT_EDGE_TYPES,
+    GENERATES_ANSWER,
     MODEL_KINDS,
     FeatureMLP,
     HomogeneousGNN,
+    NoThinkGNN,
     RewardGNN,
     build_model,
     dot_score,
@@ -75,8 +77,9 @@ def test_one_logit_per_answer_node(graph, kind):
 def test_build_model_kinds_and_errors():
     assert type(make_model("gnn")) is RewardGNN
     assert type(make_model("homogeneous")) is HomogeneousGNN
+    assert type(make_model("no_think")) is NoThinkGNN
     assert type(make_model("mlp")) is FeatureMLP
-    with pytest.raises(UserError, match="unknown reward model kind 'gcn'; valid: gnn, homogeneous, mlp"):
+    with pytest.raises(UserError, match="unknown reward model kind 'gcn'; valid: gnn, homogeneous, no_think, mlp"):
         build_model("gcn", D, FEAT, HIDDEN, HEADS, 2, 0.1)
     with pytest.raises(UserError, match="multiple of the number of attention heads"):
         build_model("gnn", D, FEAT, 30, 4, 2, 0.1)
@@ -127,7 +130,8 @@ def test_dot_score():
 # GATv2 on an edge type where every target has exactly one source (query -> its thinks, think <-> its
 # answer) has a softmax over one edge: attention is 1 whatever `att` and the target projection `lin_r` are,
 # so those get zero gradients (in the released model too). Everything else must learn.
-ONE_SOURCE_TYPES = {GENERATES_REASONING, LEADS_TO, REV_LEADS_TO}
+# The no-think model's query -> answer edges are the same kind of edge.
+ONE_SOURCE_TYPES = {GENERATES_REASONING, LEADS_TO, REV_LEADS_TO, GENERATES_ANSWER}
 
 
 def _dead_in_one_source_convs(name: str) -> bool:
@@ -144,7 +148,7 @@ def test_gradients_reach_every_parameter(graph_tt, kind):
     for name, p in model.named_parameters():
         assert p.grad is not None, name
         assert torch.isfinite(p.grad).all(), name
-        if kind == "gnn" and _dead_in_one_source_convs(name):
+        if kind in ("gnn", "no_think") and _dead_in_one_source_convs(name):
             assert p.grad.abs().sum() == 0, name
         else:
             assert p.grad.abs().sum() > 0, name
@@ -245,3 +249,30 @@ def test_feature_mlp_is_a_function_of_each_rollouts_own_inputs(graph):
     changed = (~torch.isclose(moved, base)).nonzero().view(-1).tolist()
     assert changed == [7]  # no message passing: nothing else moves
     assert math.isfinite(float(moved[7]))
+
+
+def test_no_think_model_ignores_think_nodes(graph, graph_tt):
+    model = make_model("no_think").eval()
+    assert model.readout.rollout_proj.weight.shape == (256, 2 * HIDDEN)  # [h_answer; feat], no think part
+    with torch.no_grad():
+        base = model(graph)
+        graph[THINK].x = torch.randn_like(graph[THINK].x)
+        torch.testing.assert_close(model(graph), base)
+        torch.testing.assert_close(model(graph_tt), base)  # think-think edges are not read either
+
+
+def test_no_think_model_passes_messages_through_the_queries_alone(graph):
+    """A rollout's answer reaches its own query's rollouts (answer -> query -> answer) and, through the readout
+    of the layer-2 query state, the rollouts of the queries that aggregate from its query; nothing else."""
+    model = make_model("no_think").eval()
+    with torch.no_grad():
+        base = model(graph)
+        graph[ANSWER].x = graph[ANSWER].x.clone()
+        graph[ANSWER].x[7] += 1.0  # rollout 7 belongs to query 1 (rollouts 4..7)
+        moved = model(graph)
+    src, dst = graph[SIMILAR_TO].edge_index
+    readers = {1} | set(dst[src == 1].tolist())
+    assert readers == {0, 1, 2, 3}  # query 4's neighbours are 0 and 2 (the fixture's kNN)
+    expected = [r for r in range(R) if r // N in readers]
+    changed = (~torch.isclose(moved, base)).nonzero().view(-1).tolist()
+    assert changed == expected

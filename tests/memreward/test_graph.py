@@ -300,7 +300,7 @@ def _random_inputs(n_queries, per_query, labelled, seed):
     )
 
 
-@pytest.mark.parametrize("kind", ["gnn", "homogeneous", "mlp"])
+@pytest.mark.parametrize("kind", ["gnn", "homogeneous", "no_think", "mlp"])
 @pytest.mark.parametrize("direction,think_k", [("memory_to_query", 0), ("query_to_memory", 2)])
 def test_receptive_subgraph_scores_exactly_like_the_full_graph(kind, direction, think_k):
     from memrl.memreward.gnn import build_model

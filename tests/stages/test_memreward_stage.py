@@ -73,7 +73,7 @@ def test_warmup_artifacts(warm_run):
     assert graph["edges"]["query__similar_to__query"] == 10 * 7 + 6 * 7
 
     report = json.loads((run / "gnn" / "report.json").read_text())
-    assert set(report["models"]) == {"majority_vote", "gnn", "mlp", "homogeneous"}
+    assert set(report["models"]) == {"majority_vote", "gnn", "mlp", "homogeneous", "no_think"}
     for name, row in report["models"].items():
         assert row["report"]["n"] == 24, name
         assert 0.0 <= row["report"]["accuracy"] <= 1.0
@@ -114,7 +114,7 @@ def test_train_with_gnn_rewards_counts_labels(warm_run):
     assert state["memreward"]["growth"]["grown_rollouts"] % 4 == 0
 
 
-@pytest.mark.parametrize("kind", ["mlp", "homogeneous"])
+@pytest.mark.parametrize("kind", ["mlp", "homogeneous", "no_think"])
 def test_an_ablation_scores_with_its_baseline_model(warm_run, compose_eval, kind):
     """reward.memreward.reward_model picks which model of gnn/ gives the online rewards (the paper's ablations)."""
     from memrl.run_dir import RunDir
@@ -131,5 +131,5 @@ def test_unknown_reward_model_names_the_choices(compose_eval):
     from memrl.stages.memreward import check_memreward_config
 
     cfg = compose_eval("reward=memreward", "reward.memreward.reward_model=forest", config_name="train")
-    with pytest.raises(UserError, match="reward_model=forest; valid: gnn, homogeneous, mlp"):
+    with pytest.raises(UserError, match="reward_model=forest; valid: gnn, homogeneous, no_think, mlp"):
         check_memreward_config(cfg)
