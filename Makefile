@@ -16,7 +16,7 @@ CONSTRAINTS := $(shell command -v nvidia-smi >/dev/null 2>&1 || echo "-c constra
 TEST_ENV := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 WANDB_MODE=offline TOKENIZERS_PARALLELISM=false
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-all test-vllm bench demo tiny clean
+.PHONY: help install test test-all test-vllm bench demo tiny clean reproduce reproduce-quick results
 
 help: ## Show this help
 	@grep -E '^[a-zA-Z_-]+:.*?## .*$$' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}'
@@ -68,6 +68,44 @@ bench: $(BENCH_STAMP) ## Benchmarks (printed as ratios against a baseline measur
 demo: install ## Evaluate the tiny model on the synthetic test split (greedy + pass@k), then on 20 GSM8K problems
 	$(BIN)/memrl eval
 	$(BIN)/memrl eval data=gsm8k eval.limit=20
+
+# The papers' toy-scale tables (conf/experiment/reproduce/): five Hydra sweeps with fixed folders under REPRO_OUT,
+# run two at a time (-j2) with one thread each (on the tiny model two one-thread jobs do about twice the work
+# of one two-thread job). Each sweep skips its finished jobs and resumes its killed ones when run again.
+REPRO_OUT ?= outputs/reproduce
+REPRO_ARGS ?=
+# longest first, so that the two lanes end close together
+REPRO_SWEEPS := label_ratio memreward meds memreward_ablations meds_ablations
+REPRO_RUNS := $(addprefix repro-,$(REPRO_SWEEPS))
+REPRO_ENV := $(TEST_ENV) OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
+REPRO_TABLES = \
+	--table "MemReward: main table (20% labels)=$(REPRO_OUT)/memreward" \
+	--table "MemReward: accuracy against the label ratio=$(REPRO_OUT)/memreward,$(REPRO_OUT)/label_ratio" \
+	--table "MemReward: ablations of the reward model (20% labels)=$(REPRO_OUT)/memreward,$(REPRO_OUT)/memreward_ablations" \
+	--table "MEDS: main table=$(REPRO_OUT)/meds" \
+	--table "MEDS: ablations=$(REPRO_OUT)/meds,$(REPRO_OUT)/meds_ablations" \
+	--initial $(REPRO_OUT)/initial
+.PHONY: $(REPRO_RUNS) repro-initial repro-sweeps
+
+$(REPRO_RUNS): repro-%:
+	$(REPRO_ENV) $(BIN)/memrl train -m experiment=reproduce/$* hydra.sweep.dir=$(REPRO_OUT)/$* $(REPRO_ARGS)
+
+# the policy every job starts from, measured once (the jobs skip their initial evaluation)
+repro-initial:
+	$(REPRO_ENV) $(BIN)/memrl eval eval.n=16 hydra.run.dir=$(REPRO_OUT)/initial
+
+repro-sweeps: $(REPRO_RUNS) repro-initial
+
+reproduce: install ## The papers' tables at toy scale, 3 seeds (2-core CPU: ~90 min; resumable) -> outputs/reproduce/report
+	$(MAKE) --no-print-directory -j2 repro-sweeps
+	$(BIN)/memrl report $(REPRO_TABLES) -o $(REPRO_OUT)/report --title "memrl: the papers at toy scale"
+
+reproduce-quick: install ## The same tables with one seed and 12 steps (~15 min) -> outputs/reproduce-quick/report
+	$(MAKE) --no-print-directory reproduce REPRO_OUT=outputs/reproduce-quick REPRO_ARGS="seed=0 trainer.total_steps=12"
+
+results: install ## Regenerate docs/results.md (and docs/results/) from the sweeps of `make reproduce`
+	$(BIN)/memrl report $(REPRO_TABLES) -o docs/results --markdown docs/results.md \
+		--title "memrl: the papers at toy scale (make reproduce)"
 
 clean: ## Remove run outputs and Python caches (keeps .venv and the tiny-model cache)
 	rm -rf outputs multirun .pytest_cache

@@ -162,22 +162,33 @@ def gnn(
 @app.command()
 def report(
     sweeps: list[str] = typer.Argument(
-        ..., metavar="SWEEP_DIR", help="Multirun folders (outputs/<task>/multiruns/<date>), pooled."
+        None, metavar="[SWEEP_DIR]...", help="Multirun folders (outputs/<task>/multiruns/<date>), pooled."
+    ),
+    table: list[str] = typer.Option(
+        None, "--table", help="A titled table of its own: 'TITLE=DIR[,DIR...]' (repeatable; after SWEEP_DIRs)."
     ),
     out: str = typer.Option("outputs/reproduce", "--out", "-o", help="Folder for report.md, report.json, figures."),
+    markdown: str = typer.Option(None, "--markdown", help="Write the markdown here instead of OUT/report.md."),
+    initial: str = typer.Option(None, "--initial", help="A `memrl eval` run of the policy before training."),
     title: str = typer.Option("memrl report", "--title", help="The report's heading."),
 ) -> None:
     """Aggregate finished sweeps into tables (mean +- std over seeds, % of oracle) and plots.
 
     Examples: `memrl report outputs/toy_meds/multiruns/<date>`,
-    `memrl report outputs/toy_memreward/multiruns/<d1> outputs/toy_memreward/multiruns/<d2> -o outputs/reproduce/memreward`.
+    `memrl report --table "MEDS=outputs/reproduce/meds" --table "ablations=outputs/reproduce/meds,outputs/reproduce/meds_ablations"`.
     Unfinished or failed jobs are listed, not averaged; every row comes with the command that regenerates it.
     """
     from memrl.errors import UserError
     from memrl.report.build import build_report
 
     try:
-        path = build_report(sweeps, out, title)
+        sections = []
+        for spec in table or []:
+            name, sep, dirs = spec.rpartition("=")
+            if not sep or not name.strip() or not dirs.strip():
+                raise UserError(f"--table {spec!r}: expected TITLE=DIR[,DIR...]")
+            sections.append((name.strip(), [d for d in dirs.split(",") if d]))
+        path = build_report(sweeps or [], out, title, sections=sections, markdown=markdown, initial=initial)
     except UserError as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(2) from None
@@ -198,6 +209,47 @@ def info(
         typer.echo(json.dumps(data, indent=2))
     else:
         print_info(data)
+
+
+data_app = typer.Typer(help="Datasets for the paper-scale experiments (docs/paper_scale.md).", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+
+
+@data_app.command("prepare")
+def data_prepare(
+    name: str = typer.Argument(..., metavar="NAME", help="memreward | memreward_ood | meds"),
+    out: str = typer.Option(
+        None,
+        "--out",
+        "-o",
+        metavar="DIR",
+        help="Write DIR/NAME/ (default: the data folder's prepared/, where the configs read).",
+    ),
+    limit: int = typer.Option(
+        None, "--limit-per-benchmark", metavar="N", help="At most N problems per benchmark (a small trial build)."
+    ),
+) -> None:
+    """Build a paper's training mixture from hub datasets (needs the network) as JSONL with a manifest.
+
+    Examples: `memrl data prepare memreward` (the MemReward in-domain mixture, 10 benchmarks),
+    `memrl data prepare memreward_ood`, `memrl data prepare meds`. Then e.g.
+    `memrl train experiment=paper/memreward_qwen2.5-3b`.
+    """
+    from pathlib import Path
+
+    from memrl.data.prepare import PREPARED_DIR, prepare
+    from memrl.data.registry import default_data_dir
+    from memrl.errors import UserError
+
+    try:
+        root = prepare(name, Path(out) if out else default_data_dir() / PREPARED_DIR, limit)
+    except UserError as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(2) from None
+    manifest = json.loads((root / "manifest.json").read_text())
+    for path, count in manifest["files"].items():
+        typer.echo(f"{root / path}: {count} problems")
+    typer.echo(f"written: {root / 'manifest.json'}")
 
 
 def main(argv: list[str] | None = None) -> None:

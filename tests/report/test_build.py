@@ -9,6 +9,7 @@ import yaml
 from typer.testing import CliRunner
 
 from memrl.cli import app
+from memrl.errors import UserError
 from memrl.report.build import build_report, short_labels
 
 
@@ -70,8 +71,35 @@ def test_report_tables_commands_and_figures(sweep, tmp_path):
     assert f"(not averaged): {sweep / '4'}" in text
     for name in ("pass_at_k.png", "label_ratio.png", "reward_quality.png", "diversity.png"):
         assert (out / name).stat().st_size > 1000 and f"]({name})" in text
-    table = json.loads((out / "report.json").read_text())["table"]
+    table = json.loads((out / "report.json").read_text())["sections"][0]["table"]
     assert [t["n"] for t in table] == [2, 1, 1]
+
+
+def test_sections_have_their_own_tables_and_figures_linked_from_the_markdown(sweep, tmp_path):
+    """--table sections: one titled table each; figures prefixed per section, linked relative to --markdown."""
+    other = tmp_path / "other"
+    _job(other, 0, ["reward=oracle", "seed=0", "x=1"], "oracle", 1.0, _final(0.9, 0.8, 0.95))
+    md = tmp_path / "docs" / "results.md"
+    out = tmp_path / "docs" / "results"
+    path = build_report([], out, "results", sections=[("Main", [sweep]), ("Other", [other])], markdown=md)
+    text = path.read_text()
+    assert path == md and text.index("## Main") < text.index("## Other")
+    assert "| reward=oracle x=1 | 90.0 +- 0.0 | 1 | 100.0 |" in text.split("## Other")[1]
+    assert "](results/1_pass_at_k.png)" in text and "](results/2_pass_at_k.png)" in text
+    assert (out / "1_label_ratio.png").is_file() and not (out / "2_label_ratio.png").exists()
+    sections = json.loads((out / "report.json").read_text())["sections"]
+    assert [(s["title"], [t["n"] for t in s["table"]]) for s in sections] == [("Main", [2, 1, 1]), ("Other", [1])]
+    assert f'--table "Main={sweep}" --table "Other={other}"' in text
+
+
+def test_variants_get_their_own_label_ratio_line():
+    from memrl.report.build import curve_name
+
+    assert curve_name({"name": "memreward", "memreward": {"reward_model": "gnn"}}) == "memreward"
+    assert curve_name({"name": "memreward", "memreward": {"reward_model": "mlp"}}) == "memreward (mlp)"
+    grow = {"name": "memreward", "memreward": {"reward_model": "gnn", "grow_memory": True}}
+    assert curve_name(grow) == "memreward (growing memory)"
+    assert curve_name({"name": "partial"}) == "partial"
 
 
 def test_short_labels_drop_shared_overrides():
@@ -88,3 +116,22 @@ def test_cli_report_and_its_errors(sweep, tmp_path):
     (tmp_path / "empty").mkdir()
     empty = runner.invoke(app, ["report", str(tmp_path / "empty")])
     assert empty.exit_code == 2 and "no job folders" in empty.output
+    none = runner.invoke(app, ["report"])
+    assert none.exit_code == 2 and "give at least one sweep folder" in none.output
+    bad = runner.invoke(app, ["report", "--table", "no-title"])
+    assert bad.exit_code == 2 and "expected TITLE=DIR" in bad.output
+    titled = runner.invoke(app, ["report", "--table", f"T={sweep}", "-o", str(tmp_path / "t")])
+    assert titled.exit_code == 0 and "## T" in titled.output
+
+
+def test_initial_policy_line(sweep, tmp_path):
+    run = tmp_path / "initial"
+    (run / "eval").mkdir(parents=True)
+    (run / ".hydra").mkdir()
+    (run / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(["eval.n=4", "hydra.run.dir=x"]))
+    overall = {"n_problems": 200, "greedy_acc": 0.275, "n": 4, "pass@k": {"1": 0.25, "4": 0.6}, "distinct@4": 2.5}
+    (run / "eval" / "results_1.json").write_text(json.dumps({"overall": overall}))
+    text = build_report([sweep], tmp_path / "out", initial=run).read_text()
+    assert "on 200 test problems: greedy 27.5, pass@1 25.0, pass@4 60.0, distinct@4 2.5 (`memrl eval eval.n=4`" in text
+    with pytest.raises(UserError, match="no eval/results"):
+        build_report([sweep], tmp_path / "out", initial=tmp_path)
