@@ -31,6 +31,8 @@ class Domain(str, Enum):
     math = "math"
     choice = "choice"
     code = "code"
+    # local and hub files only: each record's `domain` field (math, choice or code), for mixtures
+    mixed = "mixed"
 
 
 class PromptStyle(str, Enum):

@@ -9,6 +9,9 @@ A dataset spec (`DatasetSpec`, or an OmegaConf node of the same shape) names one
   It needs the network, or a copy in the local Hugging Face cache in offline mode.
 - `synthetic`: the seeded arithmetic task (`memrl.data.synthetic`).
 
+`domain: mixed` (local and hub only) reads each record's own `domain` field, for mixtures of math, multiple
+choice and code such as `memrl data prepare memreward` writes; code records need no answer.
+
 Every problem that could not be read is a `DataError` naming the file and line (JSONL), item (JSON list) or
 row (Parquet, hub), the field, and the fields the record does have.
 """
@@ -42,6 +45,8 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 SOURCES = ("bundled", "local", "hub", "synthetic")
+# a dataset's domain that defers to each record's `domain` field
+MIXED = "mixed"
 JSONL_SUFFIXES = (".jsonl", ".ndjson")
 JSON_SUFFIXES = (".json",)
 PARQUET_SUFFIXES = (".parquet", ".pq")
@@ -198,14 +203,17 @@ def _to_problems(
     problems: list[Problem] = []
     if limit == 0:
         return problems
-    used = {id_field, question_field, answer_field}
+    used = {id_field, question_field, answer_field} | ({"domain"} if domain == MIXED else set())
     first_seen: dict[str, str] = {}
     for i, (where, record) in enumerate(records):
         pid = f"{name}-{i}" if id_field is None else _field(record, id_field, roles["id"], where)
         question = _field(record, question_field, roles["question"], where)
         if not question.strip():
             raise DataError(f"{where}: field '{question_field}' ({roles['question']}) is blank")
-        answer = None if answer_field is None else _field(record, answer_field, roles["answer"], where)
+        record_domain = _record_domain(record, where) if domain == MIXED else domain
+        # code is graded by the tests in its metadata: a mixture's code records have no answer
+        no_answer = answer_field is None or (domain == MIXED and record_domain == "code")
+        answer = None if no_answer else _field(record, answer_field, roles["answer"], where)
         if pid in first_seen:
             raise DataError(
                 f"{where}: duplicate id '{pid}' (first at {first_seen[pid]}); ids must be unique within a dataset"
@@ -214,11 +222,24 @@ def _to_problems(
         first_seen[pid] = where
         metadata = {k: v for k, v in record.items() if k not in used}
         problems.append(
-            Problem(id=pid, question=question, answer=answer, domain=domain, source=name, metadata=metadata)
+            Problem(id=pid, question=question, answer=answer, domain=record_domain, source=name, metadata=metadata)
         )
         if limit is not None and len(problems) >= limit:
             break
     return problems
+
+
+def _record_domain(record: dict[str, Any], where: str) -> str:
+    """The `domain` field of a record of a `domain: mixed` dataset."""
+    if "domain" not in record or _is_missing(record["domain"]):
+        raise DataError(
+            f"{where}: no field 'domain'; a dataset with domain=mixed needs one per record "
+            f"({', '.join(DOMAINS)}); the record has: {_names(record)}"
+        )
+    value = record["domain"]
+    if value not in DOMAINS:
+        raise DataError(f"{where}: field 'domain' is {value!r}; valid: {', '.join(DOMAINS)}")
+    return value
 
 
 # --------------------------------------------------------------------------------------------------- specs
@@ -306,8 +327,8 @@ def _load(spec: Any, data_dir: str | Path | None, synthetic: Any, extra_limit: i
         problems = _load_bundled(spec, name, data_dir, limit)
     elif source in ("local", "hub"):
         domain = _value(_get(spec, "domain", "math"))
-        if domain not in DOMAINS:
-            raise UserError(f"dataset '{name}': unknown domain '{domain}'; valid: {', '.join(DOMAINS)}")
+        if domain not in (*DOMAINS, MIXED):
+            raise UserError(f"dataset '{name}': unknown domain '{domain}'; valid: {', '.join((*DOMAINS, MIXED))}")
         if source == "local":
             problems = _load_local(spec, name, domain, limit)
         else:
@@ -379,7 +400,13 @@ def _load_local(spec: Any, name: str, domain: str, limit: int | None) -> list[Pr
             f"dataset '{name}': cannot read {path}: unknown file type '{suffix or '(none)'}'; use one of {', '.join(known)}"
         )
     if not path.is_file():
-        raise DataError(f"dataset '{name}': {path}: file not found" + ("" if not path.exists() else " (not a file)"))
+        from memrl.data.prepare import prepare_hint
+
+        raise DataError(
+            f"dataset '{name}': {path}: file not found"
+            + ("" if not path.exists() else " (not a file)")
+            + prepare_hint(path)
+        )
     id_field, question_field, answer_field = _field_map(spec)
     if suffix in PARQUET_SUFFIXES:
         needed = [
