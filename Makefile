@@ -100,8 +100,8 @@ reproduce: install ## The papers' tables at toy scale, 3 seeds (2-core CPU: ~90 
 	$(MAKE) --no-print-directory -j2 repro-sweeps
 	$(BIN)/memrl report $(REPRO_TABLES) -o $(REPRO_OUT)/report --title "memrl: the papers at toy scale"
 
-reproduce-quick: install ## The same tables with one seed and 12 steps (~15 min) -> outputs/reproduce-quick/report
-	$(MAKE) --no-print-directory reproduce REPRO_OUT=outputs/reproduce-quick REPRO_ARGS="seed=0 trainer.total_steps=12"
+reproduce-quick: install ## The same tables with one seed and 8 steps (~13 min) -> outputs/reproduce-quick/report
+	$(MAKE) --no-print-directory reproduce REPRO_OUT=outputs/reproduce-quick REPRO_ARGS="seed=0 trainer.total_steps=8"
 
 results: install ## Regenerate docs/results.md (and docs/results/) from the sweeps of `make reproduce`
 	$(BIN)/memrl report $(REPRO_TABLES) -o docs/results --markdown docs/results.md \

@@ -33,7 +33,7 @@ def test_sweep_params_folder_and_scale(compose_eval, tmp_path, name):
     params = {k: v for k, v in cfg.hydra.sweeper.params.items()}
     assert params == {**SWEEPS[name], "seed": "0,1,2"}
     assert cfg.hydra.sweep.dir == f"{tmp_path}/reproduce/{name}"
-    assert cfg.trainer.total_steps == 40 and cfg.trainer.total_epochs is None
+    assert cfg.trainer.total_steps == 32 and cfg.trainer.total_epochs is None
     assert not cfg.trainer.initial_eval and cfg.trainer.test_freq == 0
     assert cfg.hydra.callbacks.sweep_summary._target_ == "memrl.sweep_summary.SweepSummary"
     if name.startswith("meds"):
@@ -49,7 +49,7 @@ def test_sweep_params_folder_and_scale(compose_eval, tmp_path, name):
 )
 def test_every_job_composes(compose_eval, name, key, value):
     cfg = compose_eval(f"experiment=reproduce/{name}", f"{key}={value}", "seed=2", config_name="train")
-    assert cfg.seed == 2 and cfg.trainer.total_steps == 40
+    assert cfg.seed == 2 and cfg.trainer.total_steps == 32
     if key == "reward":
         assert cfg.reward.name == value.removesuffix("_grow")
         assert cfg.reward.memreward.grow_memory == (value == "memreward_grow")
