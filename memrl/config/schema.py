@@ -428,6 +428,10 @@ class TrainerConfig:
     save_freq: int = 0
     # keep the newest max_ckpt_to_keep checkpoints (None: all)
     max_ckpt_to_keep: int | None = 2
+    # which policy the final evaluation tests: last (the last step) | best_val (the validation step with the best
+    # greedy accuracy, MemReward's checkpoint selection; needs test_freq > 0 and data.val_set; its checkpoint
+    # is kept whatever max_ckpt_to_keep says)
+    final_checkpoint: str = "last"
     # auto: continue from this run directory's train/latest when there is one; disable: start fresh
     resume: str = "auto"
     # evaluate the final policy on data.eval_sets (greedy + pass@k) and write eval/ like `memrl eval`

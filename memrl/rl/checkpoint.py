@@ -52,8 +52,10 @@ def save_checkpoint(
     trainer_state: dict[str, Any],
     reward_state: dict[str, Any],
     keep: int | None = None,
+    protect: frozenset[int] = frozenset(),
 ) -> Path:
-    """Write `train_dir/global_step_<step>/` atomically, then point `train_dir/latest` at it."""
+    """Write `train_dir/global_step_<step>/` atomically, then point `train_dir/latest` at it; then remove all
+    but the newest `keep` checkpoints, except the steps in `protect` (e.g. the best validation step)."""
     train_dir = Path(train_dir)
     train_dir.mkdir(parents=True, exist_ok=True)
     final = train_dir / f"{PREFIX}{step}"
@@ -75,7 +77,8 @@ def save_checkpoint(
     atomic_write_text(train_dir / LATEST, final.name + "\n")
     if keep is not None and keep > 0:
         for old in sorted(list_checkpoints(train_dir))[:-keep]:
-            shutil.rmtree(train_dir / f"{PREFIX}{old}", ignore_errors=True)
+            if old not in protect:
+                shutil.rmtree(train_dir / f"{PREFIX}{old}", ignore_errors=True)
     return final
 
 
@@ -101,8 +104,12 @@ def latest_checkpoint(train_dir: Path) -> Path | None:
     return path if (path / "trainer_state.json").exists() else None
 
 
-def load_checkpoint(path: Path, model: Any, optimizer: torch.optim.Optimizer, scheduler: Any) -> dict[str, Any]:
-    """Restore policy weights, optimiser, scheduler and RNG states in place; returns trainer and reward state."""
+def load_policy_weights(path: Path, model: Any) -> None:
+    """Load a checkpoint's policy weights (`path/policy/*.safetensors`) into `model` in place.
+
+    Raises:
+        RuntimeError: the weights do not match the model.
+    """
     from safetensors.torch import load_file
 
     path = Path(path)
@@ -119,6 +126,13 @@ def load_checkpoint(path: Path, model: Any, optimizer: torch.optim.Optimizer, sc
         raise RuntimeError(
             f"checkpoint {path} does not match the model: missing {missing[:5]}, unexpected {unexpected[:5]}"
         )
+
+
+def load_checkpoint(path: Path, model: Any, optimizer: torch.optim.Optimizer, scheduler: Any) -> dict[str, Any]:
+    """Restore policy weights, optimiser, scheduler and RNG states in place; returns trainer and reward state."""
+    path = Path(path)
+    load_policy_weights(path, model)
+    device = next(model.parameters()).device
     optimizer.load_state_dict(torch.load(path / "optimizer.pt", map_location=device, weights_only=False))
     scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=False))
     set_rng_state(torch.load(path / "rng.pt", weights_only=False))

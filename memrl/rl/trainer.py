@@ -83,9 +83,16 @@ class TrainSettings:
     val_before_train: bool = False
     save_freq: int = 0
     max_ckpt_to_keep: int | None = 2
+    # keep the checkpoint of the best validation step (BEST_VAL_KEY) too, whatever max_ckpt_to_keep says
+    keep_best_val: bool = False
     resume: str = "auto"
     progress: bool = True
     seed: int = 0
+
+
+# what "best" means for keep_best_val: MemReward's find_best_checkpoint picks the best sample-weighted
+# validation accuracy (greedy), which is the greedy accuracy over the pooled validation problems
+BEST_VAL_KEY = "val/greedy_acc"
 
 
 @dataclass
@@ -180,6 +187,8 @@ class Trainer:
         self.metrics_path = self.train_dir / "metrics.jsonl"
         self.history: list[dict[str, float]] = []
         self.step = 0
+        # {"step", "value"} of the best validation step so far (keep_best_val), saved with every checkpoint
+        self.best_val: dict[str, float] | None = None
 
     # ------------------------------------------------------------------------------------------ run
 
@@ -204,14 +213,32 @@ class Trainer:
                     and (self.step % self.s.test_freq == 0 or self.step == self.s.total_steps)
                 ):
                     m.update(self._validate(self.step))
+                improved = self._track_best_val(m)
                 self._log(m)
                 bar.update(m)
                 last = self.step == self.s.total_steps
-                if last or (self.s.save_freq > 0 and self.step % self.s.save_freq == 0):
+                if last or improved or (self.s.save_freq > 0 and self.step % self.s.save_freq == 0):
                     t = time.time()
                     self.save()
                     log.info("checkpoint global_step_%d (%.1fs)", self.step, time.time() - t)
         return self.history
+
+    def _track_best_val(self, m: dict[str, float]) -> bool:
+        """With keep_best_val: whether this step's validation beats every earlier one (the first of equals
+        wins); such a step is checkpointed and its checkpoint kept."""
+        value = m.get(BEST_VAL_KEY)
+        if not self.s.keep_best_val or value is None:
+            return False
+        if self.best_val is not None and value <= self.best_val["value"]:
+            return False
+        self.best_val = {"step": self.step, "value": float(value)}
+        return True
+
+    def best_val_checkpoint(self) -> Path | None:
+        """The checkpoint of the best validation step (keep_best_val), or None."""
+        if self.best_val is None:
+            return None
+        return self.train_dir / f"{ckpt.PREFIX}{int(self.best_val['step'])}"
 
     def _validate(self, step: int) -> dict[str, float]:
         # validation samples with its own seed and must not move the training RNG (resume equality)
@@ -544,9 +571,11 @@ class Trainer:
                 "sampler": self.sampler.state_dict(),
                 "label_reads": sorted(self.gt.reads),
                 "labelled_ids": sorted(self.gt.labelled_ids),
+                "best_val": self.best_val,
             },
             self.pipeline.state_dict(),
             keep=self.s.max_ckpt_to_keep,
+            protect=frozenset() if self.best_val is None else frozenset({int(self.best_val["step"])}),
         )
 
     def _maybe_resume(self) -> None:
@@ -563,6 +592,7 @@ class Trainer:
                 f"{len(self.gt.labelled_ids)}): resume with the run's reward.label_ratio, reward.label_seed and data"
             )
         self.step = int(state["trainer"]["step"])
+        self.best_val = state["trainer"].get("best_val")
         self.sampler.load_state_dict(state["trainer"]["sampler"])
         self.gt.reads.update(state["trainer"].get("label_reads", []))
         self.pipeline.load_state_dict(state["rewards"])

@@ -47,6 +47,9 @@ def compute_dtype(name: str, device: str) -> Any:
     return table[name]
 
 
+FINAL_CHECKPOINTS = ("last", "best_val")
+
+
 def settings_from_config(cfg: DictConfig, device: str) -> Any:
     """The loop's `TrainSettings` from the `algo`, `trainer`, `rollout` and `reward` groups, validated."""
     from memrl.rl.trainer import TrainSettings
@@ -70,6 +73,13 @@ def settings_from_config(cfg: DictConfig, device: str) -> Any:
         raise UserError(f"unknown algo.loss_agg_mode={a.loss_agg_mode}; valid: {', '.join(LOSS_AGG_MODES)}")
     if str(a.kl_loss_type) not in KL_TYPES:
         raise UserError(f"unknown algo.kl_loss_type={a.kl_loss_type}; valid: {', '.join(KL_TYPES)}")
+    if str(t.final_checkpoint) not in FINAL_CHECKPOINTS:
+        raise UserError(f"unknown trainer.final_checkpoint={t.final_checkpoint}; valid: {', '.join(FINAL_CHECKPOINTS)}")
+    if str(t.final_checkpoint) == "best_val" and (int(t.test_freq) <= 0 or cfg.data.val_set is None):
+        raise UserError(
+            "trainer.final_checkpoint=best_val picks the best validation step: it needs trainer.test_freq > 0 "
+            f"(got {t.test_freq}) and a data.val_set"
+        )
     kl_coef = float(a.kl_loss_coef) if a.use_kl_loss else 0.0
     if kl_coef < 0:
         raise UserError(f"algo.kl_loss_coef must be >= 0, got {a.kl_loss_coef}")
@@ -111,6 +121,7 @@ def settings_from_config(cfg: DictConfig, device: str) -> Any:
         val_before_train=bool(t.val_before_train),
         save_freq=int(t.save_freq),
         max_ckpt_to_keep=None if t.max_ckpt_to_keep is None else int(t.max_ckpt_to_keep),
+        keep_best_val=str(t.final_checkpoint) == "best_val",
         resume=str(t.resume),
         progress=bool(t.progress),
         seed=int(cfg.seed),
@@ -242,7 +253,7 @@ def run(cfg: DictConfig, run_dir: RunDir) -> dict[str, Any]:
     from memrl.data.templates import format_prompt, resolve_style
     from memrl.eval.runner import EvalSettings, evaluate_problems
     from memrl.policy.load import load_policy
-    from memrl.rl.trainer import Trainer
+    from memrl.rl.trainer import BEST_VAL_KEY, Trainer
     from memrl.stages.evaluate import build_engine, build_grader, evaluate_model, seed_everything
     from memrl.tracking import build_tracker
 
@@ -367,6 +378,17 @@ def run(cfg: DictConfig, run_dir: RunDir) -> dict[str, Any]:
             plot_training_curves(
                 history, trainer.train_dir / "curves.png", title=f"memrl train: {Path(model_path).name}"
             )
+        final_checkpoint = {"step": trainer.step, "selected_by": "last"}
+        evaluated = trainer.train_dir / "latest"
+        best = trainer.best_val_checkpoint()
+        if best is not None:
+            from memrl.rl.checkpoint import load_policy_weights
+
+            load_policy_weights(best, model)
+            trainer.engine.sync_weights(model)
+            evaluated = best
+            final_checkpoint = {"step": trainer.best_val["step"], "selected_by": BEST_VAL_KEY, **trainer.best_val}
+            log.info("final policy: %s (best %s %.4f)", best.name, BEST_VAL_KEY, trainer.best_val["value"])
         final = None
         if eval_sets:
             final = evaluate_model(
@@ -374,7 +396,7 @@ def run(cfg: DictConfig, run_dir: RunDir) -> dict[str, Any]:
                 run_dir,
                 model,
                 tokenizer,
-                str(trainer.train_dir / "latest"),
+                str(evaluated),
                 eval_sets,
                 tag="final_",
                 tracker=tracker,
@@ -394,6 +416,7 @@ def run(cfg: DictConfig, run_dir: RunDir) -> dict[str, Any]:
         "initial": None if initial is None else initial["overall"],
         "final": None if final is None else final["overall"],
         "last_step": history[-1] if history else None,
+        "final_checkpoint": final_checkpoint,
     }
     from memrl.utils.io import atomic_write_json
 

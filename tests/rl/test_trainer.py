@@ -50,7 +50,7 @@ class ScriptedEngine:
         return out
 
 
-def make_trainer(policy, problems, tmp_path, engine=None, labelled=None, components=None, **overrides):
+def make_trainer(policy, problems, tmp_path, engine=None, labelled=None, components=None, validate=None, **overrides):
     model, tok = policy
     settings = TrainSettings(
         total_steps=2,
@@ -76,6 +76,7 @@ def make_trainer(policy, problems, tmp_path, engine=None, labelled=None, compone
         format_prompt,
         Grader(num_workers=0),
         tmp_path,
+        validate=validate,
     )
 
 
@@ -274,3 +275,40 @@ def test_nested_label_split():
 def test_group_defaults():
     g = Group(problem=Problem("x", "q", None), prompt="p", rollouts=[None, None], labelled=False)  # type: ignore[list-item]
     assert g.outcome == [None, None] and g.score == [0.0, 0.0] and not g.judged
+
+
+def test_best_validation_checkpoint_is_kept_and_survives_resume(policy, synthetic_train, tmp_path):
+    """keep_best_val: the first step with the best val/greedy_acc is checkpointed, kept past max_ckpt_to_keep,
+    and remembered by every later checkpoint, so a resumed run still knows it."""
+    import json
+
+    from memrl.rl import checkpoint as ckpt
+
+    scripted = {1: 0.2, 2: 0.6, 3: 0.4, 4: 0.6, 5: 0.1}
+
+    def validate(step):
+        return {"val/greedy_acc": scripted[step]}
+
+    problems = synthetic_train[:4]
+    common = dict(total_steps=4, test_freq=1, max_ckpt_to_keep=1, keep_best_val=True, validate=validate)
+    tr = make_trainer(policy, problems, tmp_path, **common)
+    tr.fit()
+    assert tr.best_val == {"step": 2, "value": 0.6}  # step 4 ties: the first of equals wins
+    assert ckpt.list_checkpoints(tr.train_dir) == [2, 4]  # 1 and 3 pruned, 2 protected
+    assert tr.best_val_checkpoint() == tr.train_dir / "global_step_2"
+    state = json.loads((tr.train_dir / "global_step_4" / "trainer_state.json").read_text())
+    assert state["best_val"] == {"step": 2, "value": 0.6}
+    from safetensors.torch import load_file
+
+    w2 = load_file(str(tr.train_dir / "global_step_2" / "policy" / "model.safetensors"))
+    w4 = load_file(str(tr.train_dir / "global_step_4" / "policy" / "model.safetensors"))
+    assert any(not torch.equal(w2[k], w4[k]) for k in w2)  # two different policies were kept
+
+    resumed = make_trainer(policy, problems, tmp_path, **{**common, "total_steps": 5, "resume": "auto"})
+    resumed.fit()
+    assert resumed.step == 5 and resumed.best_val == {"step": 2, "value": 0.6}
+    assert ckpt.list_checkpoints(resumed.train_dir) == [2, 5]
+
+    plain = make_trainer(policy, problems, tmp_path / "plain", **{**common, "keep_best_val": False})
+    plain.fit()
+    assert plain.best_val is None and ckpt.list_checkpoints(plain.train_dir) == [4]
