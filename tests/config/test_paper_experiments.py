@@ -62,6 +62,7 @@ def test_memreward_job_has_the_papers_recipe(compose_eval, name, key, value):
     assert (t.train_batch_size, t.ppo_mini_batch_size, t.total_steps, t.total_epochs) == (128, 128, 410, None)
     assert (t.lr, t.weight_decay, t.lr_warmup_steps, t.grad_clip) == (1e-6, 0.01, 0, 1.0)
     assert (t.test_freq, t.save_freq, t.val_before_train, t.val_n) == (41, 41, False, 0)
+    assert t.final_checkpoint == "best_val"  # find_best_checkpoint.py
     assert cfg.data.answer_format.value == "hash" and "####" in cfg.model.system_prompt
     assert (cfg.eval.greedy, cfg.eval.n, cfg.eval.max_new_tokens) == (True, 0, 1024)
     w = cfg.reward.memreward.warmup
