@@ -339,6 +339,10 @@ class MemRewardConfig:
     abstain_band: list[float] | None = None
     # also train the MLP, homogeneous-graph and no-think-node ablations for the GNN report
     baselines: bool = True
+    # another run directory whose finished warm-up (memory/, graph/, gnn/) this run reuses instead of building
+    # its own: the paper's out-of-domain runs reuse the in-domain memory and GNN (copied in, so the run
+    # directory stays complete; its labels count as consumed)
+    warmup_from: str | None = None
     # beyond the paper (whose memory is frozen): add the labelled groups of each training step to the memory
     # and fine-tune the GNN on the grown memory every refresh_every steps (early stopping on the same
     # validation queries); no label beyond those the run reads anyway

@@ -230,9 +230,7 @@ class NoThinkGNN(nn.Module):
         self.convs = nn.ModuleList(
             HeteroConv(
                 {
-                    et: GATv2Conv(
-                        hidden, hidden // heads, heads=heads, dropout=dropout, add_self_loops=et[0] == et[2]
-                    )
+                    et: GATv2Conv(hidden, hidden // heads, heads=heads, dropout=dropout, add_self_loops=et[0] == et[2])
                     for et in edge_types
                 },
                 aggr="mean",

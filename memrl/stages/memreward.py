@@ -54,7 +54,8 @@ def warmup_params(cfg: DictConfig) -> Any:
 
 
 def run_rollout(cfg: DictConfig, run_dir: RunDir, policy: tuple[Any, Any, Any] | None = None) -> dict[str, Any]:
-    """Fill `memory/` unless it is complete; returns its summary.
+    """Fill `memory/` unless it is complete; returns its summary. With `reward.memreward.warmup_from`, another
+    run's whole warm-up (memory/, graph/, gnn/) is copied in first, so this and the later stages are skipped.
 
     Args:
         policy: (engine, prompt_fn, grader) when the caller (memrl train) already has them; else they are
@@ -66,6 +67,8 @@ def run_rollout(cfg: DictConfig, run_dir: RunDir, policy: tuple[Any, Any, Any] |
     from memrl.memreward.warmup import build_memory, plan_memory
     from memrl.stages.train import load_training_data
 
+    if cfg.reward.memreward.get("warmup_from"):
+        reuse_warmup(str(cfg.reward.memreward.warmup_from), run_dir)
     folder = memory_dir(run_dir)
     if ExperienceMemory.exists(folder):
         log.info("experience memory exists: %s (skipped)", folder)
@@ -472,6 +475,39 @@ def print_gnn_table(report: dict[str, Any]) -> None:
 
 # ---------------------------------------------------------------------------------------------------
 # memrl train reward=memreward: the warm-up stages, then the online component
+
+
+WARMUP_PARTS = ("memory", "graph", "gnn")
+
+
+def reuse_warmup(source: str | Path, run_dir: RunDir) -> None:
+    """Copy another run's finished warm-up (memory/, graph/, gnn/) into this run directory, where the
+    warm-up stages then find it done; parts this run already has are kept.
+
+    Raises:
+        UserError: the source has no finished warm-up.
+    """
+    import shutil
+
+    from memrl.memreward.memory import DONE
+
+    src = Path(source).expanduser()
+    done = {"memory": src / "memory" / DONE, "graph": src / "graph" / GRAPH_DONE, "gnn": src / "gnn" / GNN_DONE}
+    missing = [str(f) for f in done.values() if not f.is_file()]
+    if missing:
+        raise UserError(
+            f"reward.memreward.warmup_from={source}: no finished warm-up there (missing {', '.join(missing)}); "
+            "give the run directory of a `memrl gnn` or `memrl train reward=memreward` run"
+        )
+    for part in WARMUP_PARTS:
+        target = Path(run_dir.root) / part
+        if not target.exists():
+            # into a temporary name, then renamed: a copy killed half-way is never taken for a finished part
+            tmp = target.with_name(f".{part}.tmp")
+            shutil.rmtree(tmp, ignore_errors=True)
+            shutil.copytree(src / part, tmp)
+            tmp.rename(target)
+    log.info("warm-up reused from %s", src)
 
 
 def run_warmup(cfg: DictConfig, run_dir: RunDir, policy: tuple[Any, Any, Any] | None = None) -> dict[str, Any]:

@@ -133,3 +133,31 @@ def test_unknown_reward_model_names_the_choices(compose_eval):
     cfg = compose_eval("reward=memreward", "reward.memreward.reward_model=forest", config_name="train")
     with pytest.raises(UserError, match="reward_model=forest; valid: gnn, homogeneous, no_think, mlp"):
         check_memreward_config(cfg)
+
+
+def test_a_run_reuses_another_runs_warmup(warm_run, compose_eval, tmp_path):
+    """reward.memreward.warmup_from (the paper's OOD runs): the memory, graph and GNN of another run are copied
+    in, no rollout is made (policy=None would fail otherwise), and the predictor serves that run's GNN."""
+    import torch
+
+    from memrl.errors import UserError
+    from memrl.run_dir import RunDir
+    from memrl.stages.memreward import load_graph_inputs, memreward_component
+
+    run, _ = warm_run
+    other = tmp_path / "ood"
+    other.mkdir()
+    cfg = compose_eval("reward=memreward", *ARGS, f"reward.memreward.warmup_from={run}", config_name="train")
+    component = memreward_component(cfg, RunDir(other), policy=None)
+    for part, done in (("memory", "done.json"), ("graph", "done.json"), ("gnn", "report.json")):
+        assert (other / part / done).read_bytes() == (run / part / done).read_bytes()
+    saved = torch.load(run / "gnn" / "gnn.pt", weights_only=True)["state_dict"]
+    live = component.predictor.model.state_dict()
+    assert all(torch.equal(saved[k], live[k]) for k in saved)
+    source_memory = load_graph_inputs(RunDir(run))[0]["train"]  # the source's 10 labelled queries
+    assert component.predictor.memory.num_queries == 10
+    assert torch.equal(component.predictor.memory.query_emb, source_memory.query_emb)
+
+    with pytest.raises(UserError, match="no finished warm-up there"):
+        bad = compose_eval("reward=memreward", *ARGS, f"reward.memreward.warmup_from={tmp_path}", config_name="train")
+        memreward_component(bad, RunDir(tmp_path / "x"), policy=None)
