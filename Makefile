@@ -19,7 +19,7 @@ TEST_ENV := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 WANDB_MODE=offline TOKENIZERS
 .PHONY: help install test test-all test-vllm bench demo tiny clean reproduce reproduce-quick results
 
 help: ## Show this help
-	@grep -E '^[a-zA-Z_-]+:.*?## .*$$' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}'
+	@grep -E '^[a-zA-Z_-]+:.*?## .*$$' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}'
 
 install: $(STAMP) ## Create .venv and install memrl with every dependency (CPU torch unless a GPU is seen)
 
@@ -96,11 +96,11 @@ repro-initial:
 
 repro-sweeps: $(REPRO_RUNS) repro-initial
 
-reproduce: install ## The papers' tables at toy scale, 3 seeds (2-core CPU: ~90 min; resumable) -> outputs/reproduce/report
+reproduce: install ## The papers' tables at toy scale, 3 seeds (2-core CPU: ~70 min; resumable) -> outputs/reproduce/report
 	$(MAKE) --no-print-directory -j2 repro-sweeps
 	$(BIN)/memrl report $(REPRO_TABLES) -o $(REPRO_OUT)/report --title "memrl: the papers at toy scale"
 
-reproduce-quick: install ## The same tables with one seed and 8 steps (~13 min) -> outputs/reproduce-quick/report
+reproduce-quick: install ## The same tables with one seed and 8 steps (~11 min) -> outputs/reproduce-quick/report
 	$(MAKE) --no-print-directory reproduce REPRO_OUT=outputs/reproduce-quick REPRO_ARGS="seed=0 trainer.total_steps=8"
 
 results: install ## Regenerate docs/results.md (and docs/results/) from the sweeps of `make reproduce`
