@@ -464,7 +464,13 @@ _CONNECTION_ERRORS = {
     "NameResolutionError",
     "ProxyError",
 }
-_NOT_FOUND_ERRORS = {"DatasetNotFoundError", "DataFilesNotFoundError", "EmptyDatasetError", "RepositoryNotFoundError"}
+_NOT_FOUND_ERRORS = {
+    "DatasetNotFoundError",
+    "DataFilesNotFoundError",
+    "EmptyDatasetError",
+    "RepositoryNotFoundError",
+    "GatedRepoError",
+}
 
 
 def _error_chain(e: BaseException | None) -> Iterator[BaseException]:
@@ -490,6 +496,39 @@ def _first_line(e: BaseException, most: int = 200) -> str:
     return f"{type(e).__name__}: {line[:most]}" if line else type(e).__name__
 
 
+def open_hub_dataset(
+    dataset_id: str, subset: str | None, split: str, *, label: str, how: str, revision: str | None = None
+) -> Any:
+    """One split of a hub dataset (`datasets.load_dataset`), with every failure a user can fix as a UserError.
+
+    Args:
+        label: how errors name the dataset; how: what the user can do instead when the hub cannot be reached.
+
+    Raises:
+        UserError: `datasets` missing, offline (HF_HUB_OFFLINE and friends, or no connection), or an unknown or
+            gated dataset, configuration or split.
+    """
+    offline = _offline_env()
+    try:
+        import datasets
+    except ImportError:
+        raise UserError(f"cannot load {label}: it needs the `datasets` package (pip install datasets)") from None
+    if offline and not _library_offline(datasets):
+        # The env asks for offline mode, but the libraries were imported before it was set: do not risk the network.
+        raise UserError(f"cannot load {label}: the Hugging Face hub cannot be reached ({offline} is set). {how}")
+    try:
+        return datasets.load_dataset(dataset_id, subset, split=split, **({"revision": revision} if revision else {}))
+    except Exception as e:
+        if offline or _is_connection_error(e):
+            why = f"{offline} is set and it is not in the local cache" if offline else _first_line(e)
+            raise UserError(f"cannot load {label}: the Hugging Face hub cannot be reached ({why}). {how}") from None
+        if isinstance(e, (ValueError, FileNotFoundError, KeyError)) or any(
+            type(err).__name__ in _NOT_FOUND_ERRORS for err in _error_chain(e)
+        ):
+            raise UserError(f"cannot load {label}: {_first_line(e)}") from None
+        raise
+
+
 def _load_hub(spec: Any, name: str, domain: str, limit: int | None) -> list[Problem]:
     dataset_id = _get(spec, "path")
     if not dataset_id:
@@ -505,25 +544,7 @@ def _load_hub(spec: Any, name: str, domain: str, limit: int | None) -> list[Prob
         f"path={stem}.jsonl (with fields.question / fields.answer naming its columns)"
     )
 
-    offline = _offline_env()
-    try:
-        import datasets
-    except ImportError:
-        raise UserError(f"dataset '{name}': source=hub needs the `datasets` package (pip install datasets)") from None
-    if offline and not _library_offline(datasets):
-        # The env asks for offline mode, but the libraries were imported before it was set: do not risk the network.
-        raise UserError(f"cannot load {label}: the Hugging Face hub cannot be reached ({offline} is set). {how}")
-    try:
-        ds = datasets.load_dataset(dataset_id, subset, split=split)
-    except Exception as e:
-        if offline or _is_connection_error(e):
-            why = f"{offline} is set and it is not in the local cache" if offline else _first_line(e)
-            raise UserError(f"cannot load {label}: the Hugging Face hub cannot be reached ({why}). {how}") from None
-        if isinstance(e, (ValueError, FileNotFoundError, KeyError)) or any(
-            type(err).__name__ in _NOT_FOUND_ERRORS for err in _error_chain(e)
-        ):
-            raise UserError(f"cannot load {label}: {_first_line(e)}") from None
-        raise
+    ds = open_hub_dataset(dataset_id, subset, split, label=label, how=how)
     id_field, question_field, answer_field = _field_map(spec)
     columns = list(getattr(ds, "column_names", None) or [])
     if columns:

@@ -22,7 +22,7 @@ import json
 import random
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -75,7 +75,6 @@ class PrepareSpec:
     split: bool = True
     # deduplicate across sources too (the MEDS mixture), not only within each
     dedup_across: bool = False
-    notes: tuple[str, ...] = field(default_factory=tuple)
 
 
 # --------------------------------------------------------------------------------------------------- helpers
@@ -295,29 +294,11 @@ def load_hub_rows(source: HubSource, split: str) -> tuple[list[Row], dict[str, A
         UserError: offline (HF_HUB_OFFLINE and friends, or no connection), `datasets` missing, or an unknown
             dataset / configuration / split.
     """
-    from memrl.data.loaders import _error_chain, _first_line, _is_connection_error, _library_offline, _offline_env
+    from memrl.data.loaders import open_hub_dataset
 
     label = f"hub dataset '{source.path}'" + (f" (subset {source.subset})" if source.subset else "") + f" split {split}"
     how = "`memrl data prepare` needs the network once; run it on a machine that has it and copy data/prepared/ here"
-    offline = _offline_env()
-    try:
-        import datasets
-    except ImportError:
-        raise UserError("memrl data prepare needs the `datasets` package (pip install datasets)") from None
-    if offline and not _library_offline(datasets):
-        raise UserError(f"cannot load {label}: the Hugging Face hub cannot be reached ({offline} is set). {how}")
-    try:
-        ds = datasets.load_dataset(source.path, source.subset, split=split, revision=source.revision)
-    except Exception as e:
-        if offline or _is_connection_error(e):
-            why = f"{offline} is set and it is not in the local cache" if offline else _first_line(e)
-            raise UserError(f"cannot load {label}: the Hugging Face hub cannot be reached ({why}). {how}") from None
-        if isinstance(e, (ValueError, FileNotFoundError, KeyError)) or any(
-            type(err).__name__ in ("DatasetNotFoundError", "DataFilesNotFoundError", "GatedRepoError")
-            for err in _error_chain(e)
-        ):
-            raise UserError(f"cannot load {label}: {_first_line(e)}") from None
-        raise
+    ds = open_hub_dataset(source.path, source.subset, split, label=label, how=how, revision=source.revision)
     return [dict(r) for r in ds], {"fingerprint": getattr(ds, "_fingerprint", None)}
 
 
