@@ -87,6 +87,28 @@ def _check_heads(hidden: int, heads: int) -> None:
         raise UserError(f"GNN hidden size ({hidden}) must be a multiple of the number of attention heads ({heads})")
 
 
+def hetero_conv(edge_types: Sequence[EdgeType], hidden: int, heads: int, dropout: float) -> HeteroConv:
+    """One layer: a GATv2Conv per edge type (H -> H, `heads` heads concatenated), averaged per target type."""
+    return HeteroConv(
+        {
+            # a self-loop needs source and target in the same node set; the released model sets it on
+            # query-query only, the one same-type edge it trains with
+            et: GATv2Conv(hidden, hidden // heads, heads=heads, dropout=dropout, add_self_loops=et[0] == et[2])
+            for et in edge_types
+        },
+        aggr="mean",
+    )
+
+
+def propagate(convs: nn.ModuleList, h: dict[str, Tensor], edge_index: dict[EdgeType, Tensor]) -> dict[str, Tensor]:
+    """Node representations {type: [N_type, H]} after every layer of `convs` (ReLU after each)."""
+    for conv in convs:
+        out = conv(h, edge_index)
+        # a node type that no edge type reaches gets no output from HeteroConv: it keeps its representation
+        h = {t: torch.relu(out[t]) if t in out else h[t] for t in h}
+    return h
+
+
 class RewardGNN(nn.Module):
     """The heterogeneous GNN of METHODS.md A3 (the released `UnifiedGNNDotProduct`).
 
@@ -125,29 +147,14 @@ class RewardGNN(nn.Module):
         with warnings.catch_warnings():
             # PyG warns when a node type is no edge type's target; `encode` keeps such a type's representation
             warnings.filterwarnings("ignore", message="There exist node types")
-            self.convs = nn.ModuleList(self._hetero_conv(hidden, heads, dropout) for _ in range(layers))
+            self.convs = nn.ModuleList(hetero_conv(self.edge_types, hidden, heads, dropout) for _ in range(layers))
         self.readout = DotProductReadout(hidden, readout_dim)
-
-    def _hetero_conv(self, hidden: int, heads: int, dropout: float) -> HeteroConv:
-        return HeteroConv(
-            {
-                # a self-loop needs source and target in the same node set; the released model sets it on
-                # query-query only, the one same-type edge it trains with
-                et: GATv2Conv(hidden, hidden // heads, heads=heads, dropout=dropout, add_self_loops=et[0] == et[2])
-                for et in self.edge_types
-            },
-            aggr="mean",
-        )
 
     def encode(self, data: HeteroData) -> dict[str, Tensor]:
         """Node representations after the last layer: {node type: [N_type, H]}."""
         h = {t: self.input_proj[t](data[t].x) for t in NODE_TYPES}
         edge_index = {et: data[et].edge_index for et in self.edge_types if et in data.edge_types}
-        for conv in self.convs:
-            out = conv(h, edge_index)
-            # a node type that no edge type reaches gets no output from HeteroConv: it keeps its representation
-            h = {t: torch.relu(out[t]) if t in out else h[t] for t in NODE_TYPES}
-        return h
+        return propagate(self.convs, h, edge_index)
 
     def forward(self, data: HeteroData) -> Tensor:
         """data: a memory graph -> [R] logits of its answer nodes, in node order."""
@@ -227,16 +234,7 @@ class NoThinkGNN(nn.Module):
         self.input_proj = nn.ModuleDict({t: nn.Linear(in_dim, hidden) for t in (QUERY, ANSWER)})
         self.answer_feat_proj = _feat_proj(feat_dim, hidden)
         edge_types = (GENERATES_ANSWER, REV_GENERATES_ANSWER, SIMILAR_TO)
-        self.convs = nn.ModuleList(
-            HeteroConv(
-                {
-                    et: GATv2Conv(hidden, hidden // heads, heads=heads, dropout=dropout, add_self_loops=et[0] == et[2])
-                    for et in edge_types
-                },
-                aggr="mean",
-            )
-            for _ in range(layers)
-        )
+        self.convs = nn.ModuleList(hetero_conv(edge_types, hidden, heads, dropout) for _ in range(layers))
         self.readout = DotProductReadout(hidden, readout_dim, parts=2)
 
     def forward(self, data: HeteroData) -> Tensor:
@@ -247,10 +245,7 @@ class NoThinkGNN(nn.Module):
         edge_index = {GENERATES_ANSWER: generates, REV_GENERATES_ANSWER: generates.flip(0)}
         if SIMILAR_TO in data.edge_types:
             edge_index[SIMILAR_TO] = data[SIMILAR_TO].edge_index
-        h = {t: self.input_proj[t](data[t].x) for t in (QUERY, ANSWER)}
-        for conv in self.convs:
-            out = conv(h, edge_index)
-            h = {t: torch.relu(out[t]) if t in out else h[t] for t in h}
+        h = propagate(self.convs, {t: self.input_proj[t](data[t].x) for t in (QUERY, ANSWER)}, edge_index)
         return self.readout(h[QUERY][answer.query], h[ANSWER], self.answer_feat_proj(answer.feat))
 
 
