@@ -387,7 +387,7 @@ def run(cfg: DictConfig, run_dir: RunDir) -> dict[str, Any]:
             load_policy_weights(best, model)
             trainer.engine.sync_weights(model)
             evaluated = best
-            final_checkpoint = {"step": trainer.best_val["step"], "selected_by": BEST_VAL_KEY, **trainer.best_val}
+            final_checkpoint = {"selected_by": BEST_VAL_KEY, **trainer.best_val}
             log.info("final policy: %s (best %s %.4f)", best.name, BEST_VAL_KEY, trainer.best_val["value"])
         final = None
         if eval_sets:
