@@ -61,7 +61,8 @@ def run_stage(cfg: DictConfig, stage: str, fn: Callable[[DictConfig, RunDir], An
     """Run one stage inside its run directory with provenance, status and clean user errors."""
     hc = HydraConfig.get()
     multirun = hc.mode == RunMode.MULTIRUN
-    run_dir = RunDir(Path(hc.runtime.output_dir))
+    # paths.output_dir is Hydra's run directory (${hydra:runtime.output_dir}): each job of a sweep has its own
+    run_dir = RunDir(Path(cfg.paths.output_dir))
     run_dir.init_manifest(
         seed=int(cfg.get("seed", 0)),
         command=original_command(),
@@ -118,13 +119,14 @@ def _warmup_stage(name: str) -> Callable[[DictConfig, RunDir], Any]:
     """`memrl rollout|graph|gnn`: that stage and those before it, each skipped when its artifacts exist."""
 
     def run(cfg: DictConfig, run_dir: RunDir) -> Any:
+        from memrl.rewards.memreward import check_memreward_config
         from memrl.stages import memreward
 
         if str(cfg.reward.name) != "memreward":
             raise UserError(
                 f"`memrl {name}` is MemReward's warm-up: it needs reward=memreward, got reward={cfg.reward.name}"
             )
-        memreward.check_memreward_config(cfg)
+        check_memreward_config(cfg)
         out = memreward.run_rollout(cfg, run_dir)
         if name in ("graph", "gnn"):
             out = memreward.run_graph(cfg, run_dir)

@@ -11,6 +11,7 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
+from memrl.config.schema import LoggerConfig
 from memrl.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -48,7 +49,9 @@ class WandbTracker:
         self.run.finish()
 
 
-def build_tracker(logger_cfg: Any, run_dir: str, config: dict[str, Any], name: str) -> NoTracker | WandbTracker:
+def build_tracker(
+    logger_cfg: LoggerConfig, run_dir: str, config: dict[str, Any], name: str
+) -> NoTracker | WandbTracker:
     """The tracker named by `logger.backend`."""
     backend = str(logger_cfg.backend)
     if backend == "none":

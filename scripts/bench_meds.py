@@ -26,34 +26,35 @@ from pathlib import Path
 
 
 def make_trainer(model, tok, problems, run_dir: Path, grader, mini: int, meds: bool, prompts: int):
+    from memrl.config.schema import train_config
+    from memrl.data.labels import GroundTruth
     from memrl.data.templates import format_prompt, resolve_style
     from memrl.meds.memory import ErrorMemory
     from memrl.rewards.base import RewardPipeline
-    from memrl.rewards.labels import GroundTruth
     from memrl.rewards.meds import MEDSShaper
     from memrl.rewards.oracle import GroundTruthReward
-    from memrl.rl.trainer import Trainer, TrainSettings
+    from memrl.rl.trainer import Trainer
     from memrl.rollout.hf_engine import HFEngine
 
-    settings = TrainSettings(
-        total_steps=10_000,
-        train_batch_size=prompts,
-        gen_batch_size=prompts,
-        ppo_mini_batch_size=prompts // mini,
-        n=8,
-        max_new_tokens=64,
-        lr=1e-4,
-        clip_ratio_high=0.28,
-        clip_ratio_c=10.0,
-        filter_groups=False,  # the same number of groups on both sides every step
-        progress=False,
-        resume="disable",
-        seed=0,
+    cfg = train_config(
+        "trainer.total_steps=10000",
+        f"trainer.train_batch_size={prompts}",
+        f"trainer.gen_batch_size={prompts}",
+        f"trainer.ppo_mini_batch_size={prompts // mini}",
+        "rollout.n=8",
+        "rollout.max_new_tokens=64",
+        "trainer.lr=1e-4",
+        "algo.clip_ratio_high=0.28",
+        "algo.clip_ratio_c=10.0",
+        "algo.filter_groups.enable=false",  # the same number of groups on both sides every step
+        "trainer.progress=false",
+        "trainer.resume=disable",
+        "seed=0",
     )
     components = [GroundTruthReward()] + ([MEDSShaper(tok, ErrorMemory())] if meds else [])
     style = resolve_style("plain", tok)  # the tiny model's prompt style (conf/model/tiny.yaml)
     return Trainer(
-        settings,
+        cfg,
         model,
         tok,
         HFEngine(model, tok),

@@ -25,7 +25,7 @@ Tokens/s is prompt + completion tokens without padding per second (memrl `perf/t
 the step's increase of `num_input_tokens_seen`, the same definition). With a trained model the
 completion lengths differ between sides (sampling), so the mean completion length of each side is printed.
 
-The settings, side by side (memrl `TrainSettings` field = TRL `GRPOConfig` field):
+The settings, side by side (memrl config key = TRL `GRPOConfig` field):
 
     prompts per step     train_batch_size = gen_batch_size = ppo_mini_batch_size = P
                          = per_device_train_batch_size / num_generations (P * G completions per device batch)
@@ -125,51 +125,52 @@ def _sync(torch, device: str) -> None:
 
 def make_memrl(args: argparse.Namespace, torch, bf16: bool, problems, run_dir: Path, grader):
     """memrl's Trainer on its own copy of the model, as `memrl train` builds it (reward=oracle, no filter)."""
-    from memrl.config.schema import ModelConfig
+    from memrl.config.schema import ModelConfig, train_config
+    from memrl.data.labels import GroundTruth
     from memrl.data.templates import format_prompt
     from memrl.policy.load import load_policy
     from memrl.rewards.base import RewardPipeline
-    from memrl.rewards.labels import GroundTruth
     from memrl.rewards.oracle import GroundTruthReward
-    from memrl.rl.trainer import Trainer, TrainSettings
+    from memrl.rl.trainer import Trainer
     from memrl.rollout.hf_engine import HFEngine
 
     model, tok, _ = load_policy(ModelConfig(name_or_path=args.model_dir, dtype="float32", device=args.device))
     model.train()
     P, G = args.prompts, args.n
-    settings = TrainSettings(
-        total_steps=args.warmup + args.steps,
-        train_batch_size=P,
-        gen_batch_size=P,
-        ppo_mini_batch_size=P,
-        ppo_epochs=1,
-        micro_batch_size=P * G,
-        n=G,
-        temperature=1.0,
-        top_p=1.0,
-        top_k=0,
-        max_new_tokens=args.max_new_tokens,
-        norm_adv_by_std=True,
-        clip_ratio_low=0.2,
-        clip_ratio_high=0.2,
-        clip_ratio_c=3.0,
-        loss_agg_mode="token-mean",
-        kl_loss_coef=0.0,
-        entropy_coeff=0.0,
-        filter_groups=False,
-        mask_truncated=False,
-        lr=args.lr,
-        lr_warmup_steps=0,
-        weight_decay=args.weight_decay,
-        betas=(0.9, 0.999),
-        grad_clip=1.0,
-        compute_dtype=torch.bfloat16 if bf16 else None,
-        progress=False,
-        resume="disable",
-        seed=args.seed,
+    cfg = train_config(
+        f"trainer.total_steps={args.warmup + args.steps}",
+        f"trainer.train_batch_size={P}",
+        f"trainer.gen_batch_size={P}",
+        f"trainer.ppo_mini_batch_size={P}",
+        "trainer.ppo_epochs=1",
+        f"trainer.micro_batch_size={P * G}",
+        f"rollout.n={G}",
+        "rollout.temperature=1.0",
+        "rollout.top_p=1.0",
+        "rollout.top_k=0",
+        f"rollout.max_new_tokens={args.max_new_tokens}",
+        "algo.adv_estimator=grpo",
+        "algo.norm_adv_by_std_in_grpo=true",
+        "algo.clip_ratio_low=0.2",
+        "algo.clip_ratio_high=0.2",
+        "algo.clip_ratio_c=3.0",
+        "algo.loss_agg_mode=token-mean",
+        "algo.use_kl_loss=false",
+        "algo.entropy_coeff=0.0",
+        "algo.filter_groups.enable=false",
+        "algo.mask_truncated_completions=false",
+        f"trainer.lr={args.lr}",
+        "trainer.lr_warmup_steps=0",
+        f"trainer.weight_decay={args.weight_decay}",
+        "trainer.betas=[0.9,0.999]",
+        "trainer.grad_clip=1.0",
+        f"trainer.compute_dtype={'bfloat16' if bf16 else 'float32'}",
+        "trainer.progress=false",
+        "trainer.resume=disable",
+        f"seed={args.seed}",
     )
     trainer = Trainer(
-        settings,
+        cfg,
         model,
         tok,
         HFEngine(model, tok, batch_size=P),

@@ -1,4 +1,4 @@
-"""Typed schema behind every config group.
+"""Typed schema behind every config group: the one definition of every setting, its help text beside its default.
 
 Each group of `conf/` (model, data, rollout, eval, grading, logger, paths) has a dataclass here. The
 top-level app schemas (`EvalAppConfig`, ...) are registered in Hydra's ConfigStore and named first in
@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING
+from omegaconf import MISSING, DictConfig, OmegaConf
 
 
 class Source(str, Enum):
@@ -52,45 +52,55 @@ class AnswerFormat(str, Enum):
 
 @dataclass
 class ModelConfig:
-    # "tiny" (the embedded default, built on first use), a local Hugging Face model directory,
-    # a hub id (needs the network), or a memrl run / checkpoint directory
     name_or_path: str = "tiny"
-    # auto: bfloat16 on GPUs that support it, else float32
+    """"tiny" (the embedded default, built on first use), a local Hugging Face model directory, a hub id (needs the
+    network), or a memrl run / checkpoint directory"""
     dtype: str = "auto"
-    # auto: cuda when available, else cpu
+    """auto: bfloat16 on GPUs that support it, else float32"""
     device: str = "auto"
+    """auto: cuda when available, else cpu"""
     prompt_style: PromptStyle = PromptStyle.auto
-    # system message for chat-style prompts; None: no system message
+    """auto: chat when the tokenizer has a chat template, else plain; chat: the tokenizer's chat template;
+    plain: the bare text"""
     system_prompt: str | None = None
+    """system message for chat-style prompts; None: no system message"""
     trust_remote_code: bool = False
+    """allow the model repository's own Python code (transformers' trust_remote_code)"""
     revision: str | None = None
+    """hub revision (branch, tag or commit) of a hub model (None: the default branch)"""
 
 
 @dataclass
 class FieldMap:
     """Which record fields hold the id, question and answer (for local and hub datasets)."""
 
-    # None: the row number becomes the id
     id: str | None = "id"
+    """None: the row number becomes the id"""
     question: str = "question"
-    # None: the dataset has no gold answers (code is graded by tests)
+    """the field that holds the question"""
     answer: str | None = "answer"
+    """None: the dataset has no gold answers (code is graded by tests)"""
 
 
 @dataclass
 class DatasetSpec:
-    # name used in result keys and file names
     name: str = MISSING
+    """name used in result keys and file names"""
     source: Source = Source.bundled
-    # bundled: the folder under data/ (default: name); local: a .jsonl/.parquet file; hub: the dataset id
+    """bundled (data/) | local (a JSONL or Parquet file) | hub (a Hugging Face dataset; needs the network) |
+    synthetic"""
     path: str | None = None
+    """bundled: the folder under data/ (default: name); local: a .jsonl/.parquet file; hub: the dataset id"""
     split: str = "test"
-    # hub dataset configuration name
+    """the split to load (the synthetic task: train, validation, test)"""
     subset: str | None = None
+    """hub dataset configuration name"""
     domain: Domain = Domain.math
+    """how answers are graded: math | choice | code | mixed (each record's own `domain` field)"""
     fields: FieldMap = field(default_factory=FieldMap)
-    # keep only the first `limit` problems (None: all); eval.limit applies on top
+    """which record fields hold the id, question and answer (local and hub datasets)"""
     limit: int | None = None
+    """keep only the first `limit` problems (None: all); eval.limit applies on top"""
 
 
 @dataclass
@@ -98,126 +108,144 @@ class SyntheticConfig:
     """The seeded arithmetic task of the embedded default."""
 
     seed: int = 1234
+    """seeds which problem lands in which split and its numbers"""
     train_size: int = 4000
+    """problems in the train split"""
     val_size: int = 200
+    """problems in the validation split"""
     test_size: int = 200
-    # problem families (see memrl.data.synthetic.FAMILIES)
+    """problems in the test split"""
     families: list[str] = field(default_factory=lambda: ["add", "sub", "mul", "mix"])
+    """problem families (see memrl.data.synthetic.FAMILIES)"""
     levels: list[int] = field(default_factory=lambda: [1, 2, 3])
+    """difficulty levels (more operands and larger numbers)"""
 
 
 @dataclass
 class DataConfig:
-    # the benchmarks `memrl eval` runs, in order (and `memrl train`'s final evaluation)
     eval_sets: list[DatasetSpec] = field(default_factory=list)
-    # `memrl train`: the training queries and the validation split of periodic evaluation (None: none)
+    """the benchmarks `memrl eval` runs, in order (and `memrl train`'s final evaluation)"""
     train_set: DatasetSpec | None = None
+    """`memrl train`: the training queries and the validation split of periodic evaluation (None: none)"""
     val_set: DatasetSpec | None = None
+    """`memrl train`: the validation split of periodic evaluation (None: no validation)"""
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
+    """the seeded arithmetic task (source: synthetic)"""
     answer_format: AnswerFormat = AnswerFormat.boxed
+    """where the prompt asks for the final answer: boxed (\\boxed{...}) | hash (#### ...)"""
 
 
 @dataclass
 class RolloutConfig:
-    # hf: transformers generate (CPU and GPU); vllm: an in-process vLLM engine (rollout=vllm; needs vllm installed)
     engine: str = "hf"
-    # `memrl train`: rollouts per prompt (the GRPO group size)
+    """hf: transformers generate (CPU and GPU); vllm: an in-process vLLM engine (rollout=vllm; needs vllm
+    installed)"""
     n: int = 8
-    # prompts per generate call (each expands to n sequences)
+    """`memrl train`: rollouts per prompt (the GRPO group size)"""
     batch_size: int = 64
+    """prompts per generate call (each expands to n sequences)"""
     max_new_tokens: int = 64
+    """longest completion, in tokens (also the length of DAPO's overlong buffer and Dr.GRPO's norm)"""
     temperature: float = 1.0
+    """sampling temperature of the training rollouts (also the temperature of the policy's log-probs)"""
     top_p: float = 1.0
-    # 0: no top-k filtering
+    """nucleus sampling: keep the smallest set of tokens whose probability reaches top_p (1.0: off)"""
     top_k: int = 0
-    # generation stops after any of these strings (the string is kept in the text)
+    """0: no top-k filtering"""
     stop: list[str] = field(default_factory=list)
-    # vLLM only (conf/rollout/vllm.yaml): share of GPU memory for weights + KV cache (on a CPU: of RAM)
+    """generation stops after any of these strings (the string is kept in the text)"""
     gpu_memory_utilization: float = 0.5
-    # vLLM only: KV-cache size in GiB, overrides gpu_memory_utilization for it (null: GPU from the
-    # utilization, CPU 1 GiB)
+    """vLLM only (conf/rollout/vllm.yaml): share of GPU memory for weights + KV cache (on a CPU: of RAM)"""
     kv_cache_gb: float | None = None
-    # vLLM only: no CUDA graphs / torch.compile (faster start, slower decoding)
+    """vLLM only: KV-cache size in GiB, overrides gpu_memory_utilization for it (null: GPU from the utilization,
+    CPU 1 GiB)"""
     enforce_eager: bool = False
-    # vLLM only: longest prompt + completion (null: the model's maximum)
+    """vLLM only: no CUDA graphs / torch.compile (faster start, slower decoding)"""
     max_model_len: int | None = None
-    # vLLM only: weight dtype (auto: vLLM's choice, bfloat16 for a float32 checkpoint; float32 / bfloat16 / float16)
+    """vLLM only: longest prompt + completion (null: the model's maximum)"""
     dtype: str = "auto"
-    # vLLM only: release the engine's memory during the policy update (level-2 sleep; CUDA/ROCm/XPU only)
+    """vLLM only: weight dtype (auto: vLLM's choice, bfloat16 for a float32 checkpoint; float32 / bfloat16 /
+    float16)"""
     sleep: bool = True
+    """vLLM only: release the engine's memory during the policy update (level-2 sleep; CUDA/ROCm/XPU only)"""
 
 
 @dataclass
 class EvalConfig:
-    # greedy decoding accuracy
     greedy: bool = True
-    # sampled completions per problem for pass@k and mean@n (0: no sampling)
+    """greedy decoding accuracy"""
     n: int = 8
+    """sampled completions per problem for pass@k and mean@n (0: no sampling)"""
     temperature: float = 1.0
+    """sampling temperature of the pass@k completions"""
     top_p: float = 1.0
-    # None: rollout.max_new_tokens
+    """nucleus sampling of the pass@k completions (1.0: off)"""
     max_new_tokens: int | None = None
-    # at most this many problems per benchmark (None: all)
+    """None: rollout.max_new_tokens"""
     limit: int | None = None
-    # k values of pass@k (None: 1, 2, 4, ... up to n); every k must be <= n
+    """at most this many problems per benchmark (None: all)"""
     ks: list[int] | None = None
+    """k values of pass@k (None: 1, 2, 4, ... up to n); every k must be <= n"""
     plot: bool = True
+    """write the pass@k plot (eval/pass_at_k_<ts>.png)"""
 
 
 @dataclass
 class SandboxConfig:
-    # code programs run at once, each in its own sandboxed process group (0: one per CPU)
     workers: int = 0
-    # auto (namespaces where the kernel allows, else resource limits only) | namespaces | rlimits
+    """code programs run at once, each in its own sandboxed process group (0: one per CPU)"""
     isolation: str = "auto"
-    # wall-clock seconds per program (its process group is killed after)
+    """auto (namespaces where the kernel allows, else resource limits only) | namespaces | rlimits"""
     timeout_s: float = 10.0
-    # CPU seconds per program
+    """wall-clock seconds per program (its process group is killed after)"""
     cpu_s: int = 5
-    # address space per program, in MiB
+    """CPU seconds per program"""
     memory_mb: int = 1024
-    # processes and threads per program (the harness uses 3)
+    """address space per program, in MiB"""
     processes: int = 8
-    # open file descriptors per program
+    """processes and threads per program (the harness uses 3)"""
     open_files: int = 64
-    # largest file a program may write, and the size of its /tmp, in MiB
+    """open file descriptors per program"""
     file_mb: int = 16
-    # stdout + stderr kept per program, in KiB
+    """largest file a program may write, and the size of its /tmp, in MiB"""
     output_kb: int = 64
+    """stdout + stderr kept per program, in KiB"""
 
 
 @dataclass
 class GradingConfig:
-    # worker processes for math grading (0: grade in this process)
     num_workers: int = 2
-    # hard time limit per answer, in seconds
+    """worker processes for math grading (0: grade in this process)"""
     timeout_s: float = 5.0
-    # answer extraction order: the first format found in a completion wins
+    """hard time limit per answer, in seconds"""
     answer_formats: list[AnswerFormat] = field(default_factory=lambda: [AnswerFormat.boxed, AnswerFormat.hash])
-    # code completions run against their tests in this sandbox
+    """answer extraction order: the first format found in a completion wins"""
     sandbox: SandboxConfig = field(default_factory=SandboxConfig)
+    """code completions run against their tests in this sandbox"""
 
 
 @dataclass
 class LoggerConfig:
-    # none | wandb
     backend: str = "none"
+    """none | wandb"""
     project: str = "memrl"
-    # offline unless the user opts in with logger.mode=online
+    """the wandb project"""
     mode: str = "offline"
+    """offline unless the user opts in with logger.mode=online"""
     tags: list[str] = field(default_factory=list)
+    """wandb tags of the run"""
 
 
 @dataclass
 class PathsConfig:
-    # the folder that holds the bundled benchmarks
     data_dir: str = MISSING
-    # where run directories go
+    """the folder that holds the bundled benchmarks"""
     output_root: str = "outputs"
-    # cache of built artifacts (the tiny model); MEMRL_CACHE overrides the default
+    """where run directories go"""
     cache_dir: str = MISSING
-    # this run's directory (set by Hydra)
+    """cache of built artifacts (the tiny model); MEMRL_CACHE overrides the default"""
     output_dir: str = MISSING
+    """this run's directory (set by Hydra)"""
 
 
 @dataclass
@@ -225,37 +253,50 @@ class FilterGroupsConfig:
     """DAPO dynamic sampling: drop groups whose binary outcomes are all equal, generate more prompts."""
 
     enable: bool = False
-    # always the binary outcome (acc), never a shaped score: shaped all-fail groups would survive
+    """keep only groups with mixed outcomes, generating more batches until train_batch_size groups qualify"""
     metric: str = "acc"
-    # generation batches per step at most (<= 0: no limit)
+    """always the binary outcome (acc), never a shaped score: shaped all-fail groups would survive"""
     max_num_gen_batches: int = 10
+    """generation batches per step at most (<= 0: no limit)"""
 
 
 @dataclass
 class AlgoConfig:
     """Advantage estimator and policy loss (verl's knob names)."""
 
-    name: str = "grpo"
+    adv_estimator: str = "grpo"
+    """the registered advantage estimator (memrl.rl.core_algos.ADV_ESTIMATORS): grpo | dr_grpo (no std) |
+    grpo_entropy (MEDS' entropy-advantage baseline: A + min(coef * H.detach(), |A| * cap_ratio) per token); a
+    plugin module registers more (plugins=[my_module])"""
     norm_adv_by_std_in_grpo: bool = True
-    # MEDS' entropy-advantage baseline: A + min(coef * H.detach(), |A| * cap_ratio)
-    use_entropy_advantage: bool = False
+    """grpo and grpo_entropy: divide by the group's std (false: Dr.GRPO's unscaled s - mean)"""
     entropy_advantage_coef: float = 0.4
+    """grpo_entropy: the entropy bonus is coef * H.detach() (MEDS: 0.4) ..."""
     entropy_advantage_cap_ratio: float = 0.5
+    """grpo_entropy: ... capped at cap_ratio * |A|, so it never flips a token's advantage (MEDS: 0.5)"""
+    policy_loss: str = "vanilla"
+    """the registered policy loss (memrl.rl.core_algos.POLICY_LOSSES): vanilla = PPO's clipped surrogate with
+    clip-higher and dual-clip"""
     clip_ratio_low: float = 0.2
+    """vanilla: the ratio's lower clip, 1 - clip_ratio_low"""
     clip_ratio_high: float = 0.2
-    # dual-clip constant for negative advantages (None: off)
+    """vanilla: the ratio's upper clip, 1 + clip_ratio_high (DAPO's clip-higher: 0.28)"""
     clip_ratio_c: float | None = 3.0
-    # token-mean (DAPO) | seq-mean-token-mean (GRPO) | seq-mean-token-sum | seq-mean-token-sum-norm (Dr.GRPO)
+    """dual-clip constant for negative advantages (None: off)"""
     loss_agg_mode: str = "token-mean"
-    # KL to the reference model, in the loss; no reference model is loaded unless this is on with coef > 0
+    """token-mean (DAPO) | seq-mean-token-mean (GRPO) | seq-mean-token-sum | seq-mean-token-sum-norm (Dr.GRPO)"""
     use_kl_loss: bool = False
+    """KL to the reference model, in the loss; no reference model is loaded unless this is on with coef > 0"""
     kl_loss_coef: float = 0.0
-    # low_var_kl (k3) | kl (k1) | mse (k2) | abs
+    """(with use_kl_loss) the weight of the KL term in the loss"""
     kl_loss_type: str = "low_var_kl"
+    """the registered KL estimator (memrl.rl.core_algos.KL_ESTIMATORS): low_var_kl (k3) | kl (k1) | mse (k2) | abs"""
     entropy_coeff: float = 0.0
+    """weight of an entropy bonus in the loss (0: none; the entropy is still logged)"""
     filter_groups: FilterGroupsConfig = field(default_factory=FilterGroupsConfig)
-    # zero the loss of completions that hit the length limit
+    """DAPO's dynamic sampling"""
     mask_truncated_completions: bool = False
+    """zero the loss of completions that hit the length limit"""
 
 
 @dataclass
@@ -263,21 +304,27 @@ class OverlongBufferConfig:
     """DAPO's soft overlong punishment (verl: reward_model.overlong_buffer)."""
 
     enable: bool = False
+    """add DAPO's soft overlong penalty to the score"""
     len: int = 16
+    """the buffer, in tokens: the penalty grows linearly over the last `len` tokens before rollout.max_new_tokens"""
     penalty_factor: float = 1.0
+    """the penalty at rollout.max_new_tokens (-penalty_factor)"""
 
 
 @dataclass
 class MemRewardWarmupConfig:
     """Rollouts of the initial policy that fill the experience memory (METHODS.md A2.2)."""
 
-    # rollouts per query; the paper: 8 at temperature 1.5, top_p 0.95, 1024 tokens
     n: int = 8
+    """rollouts per query; the paper: 8 at temperature 1.5, top_p 0.95, 1024 tokens"""
     temperature: float = 1.5
+    """sampling temperature of the warm-up rollouts"""
     top_p: float = 0.95
-    # None: rollout.max_new_tokens
+    """nucleus sampling of the warm-up rollouts"""
     max_new_tokens: int | None = None
+    """None: rollout.max_new_tokens"""
     seed: int = 42
+    """seeds the warm-up sampling"""
 
 
 @dataclass
@@ -285,22 +332,30 @@ class GNNConfig:
     """The reward GNN and its training (METHODS.md A3: GATv2, 2 layers, 512 hidden, 4 heads, Adam 1e-3)."""
 
     hidden: int = 512
+    """hidden width of every layer"""
     heads: int = 4
+    """attention heads (GATv2); hidden must be a multiple"""
     layers: int = 2
+    """message-passing layers"""
     dropout: float = 0.1
+    """dropout between layers"""
     lr: float = 1.0e-3
+    """Adam learning rate (no weight decay)"""
     max_epochs: int = 150
-    # validate every eval_every epochs; stop after `patience` checks without a better validation F1
+    """epochs per restart at most"""
     eval_every: int = 5
+    """validate every eval_every epochs"""
     patience: int = 4
-    # no early stop before this epoch: with few correct rollouts the validation F1 is 0 for tens of epochs
-    # while the model still learns (the released pipeline has no such floor, i.e. 0)
+    """stop after `patience` validation checks without a better validation F1"""
     min_epochs: int = 100
-    # best-of-N restarts (the released code: 40), chosen on validation by select_by
+    """no early stop before this epoch: with few correct rollouts the validation F1 is 0 for tens of epochs while
+    the model still learns (the released pipeline has no such floor, i.e. 0)"""
     restarts: int = 1
-    # fpr: lowest validation false-positive rate (the released code); f1: highest validation F1
+    """best-of-N restarts (the released code: 40), chosen on validation by select_by"""
     select_by: str = "fpr"
+    """fpr: lowest validation false-positive rate (the released code); f1: highest validation F1"""
     seed: int = 42
+    """seeds restart r with seed + r"""
 
 
 @dataclass
@@ -308,94 +363,108 @@ class MemRewardConfig:
     """MemReward: the experience memory, its graph, the GNN, and how predictions become rewards."""
 
     warmup: MemRewardWarmupConfig = field(default_factory=MemRewardWarmupConfig)
+    """the warm-up rollouts that fill the memory"""
     gnn: GNNConfig = field(default_factory=GNNConfig)
-    # GNN validation queries (early stopping and selection): split = data.val_set, whose labels are counted on
-    # top of the budget (the released code); labelled = carved out of the labelled training queries
+    """the reward GNN and its training"""
     val_source: str = "split"
-    # val_source=labelled: the share of the labelled queries kept for validation
+    """GNN validation queries (early stopping and selection): split = data.val_set, whose labels are counted on top
+    of the budget (the released code); labelled = carved out of the labelled training queries"""
     val_fraction: float = 0.2
-    # val_source=split: at most this many validation queries (None: all)
+    """val_source=labelled: the share of the labelled queries kept for validation"""
     val_limit: int | None = 200
-    # unlabelled training queries rolled out for the GNN report only (their ground truth is read for that
-    # report's metrics, never by the reward); 0: no report on unlabelled queries
+    """val_source=split: at most this many validation queries (None: all)"""
     report_queries: int = 200
-    # query-query edges: each query's k most similar labelled queries
+    """unlabelled training queries rolled out for the GNN report only (their ground truth is read for that report's
+    metrics, never by the reward); 0: no report on unlabelled queries"""
     k: int = 7
-    # memory_to_query: a query receives messages from its labelled neighbours (the paper);
-    # query_to_memory: the released code's direction (METHODS.md A7.1)
+    """query-query edges: each query's k most similar labelled queries"""
     direction: str = "memory_to_query"
-    # think-think edges inside a group (0: none, as in the released pipeline)
+    """memory_to_query: a query receives messages from its labelled neighbours (the paper); query_to_memory: the
+    released code's direction (METHODS.md A7.1)"""
     think_k: int = 0
-    # sentence encoder: None = the packaged all-MiniLM-L6-v2 (offline)
+    """think-think edges inside a group (0: none, as in the released pipeline)"""
     encoder_path: str | None = None
+    """sentence encoder: None = the packaged all-MiniLM-L6-v2 (offline)"""
     encoder_batch_size: int = 64
-    # hard: reward 1[p > threshold] (the paper); soft: the probability p
+    """texts per encoder batch"""
     reward_mode: str = "hard"
-    # which model of gnn/ scores unlabelled rollouts online: gnn (the paper) | homogeneous | no_think | mlp (the
-    # paper's ablations; trained by `memrl gnn` with the baselines, or alone when baselines=false)
+    """hard: reward 1[p > threshold] (the paper); soft: the probability p"""
     reward_model: str = "gnn"
+    """which model of gnn/ scores unlabelled rollouts online: gnn (the paper) | homogeneous | no_think | mlp (the
+    paper's ablations; trained by `memrl gnn` with the baselines, or alone when baselines=false)"""
     threshold: float = 0.5
-    # [low, high]: a group with any prediction inside the band gets no reward signal (not trained on)
+    """P(correct) above which a rollout counts as right (online rewards and the GNN's validation metrics)"""
     abstain_band: list[float] | None = None
-    # also train the MLP, homogeneous-graph and no-think-node ablations for the GNN report
+    """[low, high]: a group with any prediction inside the band gets no reward signal (not trained on)"""
     baselines: bool = True
-    # another run directory whose finished warm-up (memory/, graph/, gnn/) this run reuses instead of building
-    # its own: the paper's out-of-domain runs reuse the in-domain memory and GNN (copied in, so the run
-    # directory stays complete; its labels count as consumed)
+    """also train the MLP, homogeneous-graph and no-think-node ablations for the GNN report"""
     warmup_from: str | None = None
-    # beyond the paper (whose memory is frozen): add the labelled groups of each training step to the memory
-    # and fine-tune the GNN on the grown memory every refresh_every steps (early stopping on the same
-    # validation queries); no label beyond those the run reads anyway
+    """another run directory whose finished warm-up (memory/, graph/, gnn/) this run reuses instead of building its
+    own: the paper's out-of-domain runs reuse the in-domain memory and GNN (copied in, so the run directory stays
+    complete; its labels count as consumed)"""
     grow_memory: bool = False
+    """beyond the paper (whose memory is frozen): add the labelled groups of each training step to the memory and
+    fine-tune the GNN on the grown memory every refresh_every steps (early stopping on the same validation
+    queries); no label beyond those the run reads anyway"""
     refresh_every: int = 10
-    # a refresh fine-tunes the current GNN for at most this many epochs (early stopping from the start)
+    """(grow_memory) steps between refreshes of the GNN"""
     refresh_epochs: int = 20
+    """a refresh fine-tunes the current GNN for at most this many epochs (early stopping from the start)"""
 
 
 @dataclass
 class RewardConfig:
     """Where rewards come from and how many ground-truth labels a run may read."""
 
-    # oracle: every query labelled; partial: only label_ratio of them, and only those are trained on (R1-p);
-    # memreward: ground truth for labelled queries, GNN-predicted rewards for the others
     name: str = "oracle"
+    """oracle: every query labelled; partial: only label_ratio of them, and only those are trained on (R1-p);
+    memreward: ground truth for labelled queries, GNN-predicted rewards for the others"""
+    shapers: list[str] = field(default_factory=lambda: ["overlong", "meds"])
+    """shapers after the reward, in order (memrl.rewards.registry.REWARD_SHAPERS), each on when its own group says
+    so: overlong (reward.overlong_buffer.enable) | meds (meds.enable); a plugin module registers more"""
     label_ratio: float = 1.0
-    # seeds the nested label split (queries labelled at 0.1 are among those labelled at 0.2)
+    """share of the training queries whose ground truth the run may read (oracle: 1.0; partial, memreward: < 1)"""
     label_seed: int = 42
+    """seeds the nested label split (queries labelled at 0.1 are among those labelled at 0.2)"""
     overlong_buffer: OverlongBufferConfig = field(default_factory=OverlongBufferConfig)
+    """DAPO's soft overlong penalty (the `overlong` shaper)"""
     memreward: MemRewardConfig = field(default_factory=MemRewardConfig)
+    """the MemReward reward (reward=memreward)"""
 
 
 @dataclass
 class MedsConfig:
     """MEDS reward shaping (METHODS.md part B): penalise wrong rollouts that repeat a prompt's past errors."""
 
-    # off by default; conf/meds/: disabled | monitor (memory and diagnostics, no penalty) | enabled
     enable: bool = False
-    # alpha * min(log(cluster size + 1), cap): alpha 0.1, C 2 (beta = 0.2) as in the released code
+    """off by default; conf/meds/: disabled | monitor (memory and diagnostics, no penalty) | enabled"""
     penalty_coef: float = 0.1
+    """alpha of the penalty alpha * min(log(cluster size + 1), C): 0.1 as in the released code"""
     penalty_cap: float = 2.0
-    # wrong (the paper) | right (the code's sign-preserving shrink) | both | none (memory without penalty)
+    """C of the penalty: 2 as in the released code (at most alpha * C = 0.2)"""
     penalty_target: str = "wrong"
-    # the feature is read at the last occurrence of any of these (the token holding its last character)
+    """wrong (the paper) | right (the code's sign-preserving shrink) | both | none (memory without penalty)"""
     anchor_patterns: list[str] = field(default_factory=lambda: ["\\boxed{"])
-    # layers kept, counted from the last (null: half of them, the paper's 14 of 28; 0: all)
+    """the feature is read at the last occurrence of any of these (the token holding its last character)"""
     last_n_layers: int | None = None
-    # differences between consecutive layers (all L - 1 of them, as np.diff in the released code), of which the
-    # last last_n_layers are kept, instead of the values
+    """layers kept, counted from the last (null: half of them, the paper's 14 of 28; 0: all)"""
     layer_diff: bool = False
-    # apply the final norm to every layer (Hugging Face's last hidden state is already normed: false = the code)
+    """differences between consecutive layers (all L - 1 of them, as np.diff in the released code), of which the
+    last last_n_layers are kept, instead of the values"""
     final_norm: bool = False
-    # kNN assignment (cosine) over the last HDBSCAN labels
+    """apply the final norm to every layer (Hugging Face's last hidden state is already normed: false = the code)"""
     k: int = 3
-    # hdbscan | single (one cluster per prompt: a count-only penalty, the paper's ablation)
+    """kNN assignment (cosine) over the last HDBSCAN labels"""
     cluster_method: str = "hdbscan"
+    """hdbscan | single (one cluster per prompt: a count-only penalty, the paper's ablation)"""
     min_cluster_size: int = 2
+    """HDBSCAN's smallest cluster"""
     min_samples: int = 1
-    # count (the code: a noise vote counts the stored noise points) | exclude (vote among non-noise only)
+    """HDBSCAN's min_samples (how conservative the clustering is)"""
     noise: str = "count"
-    # keep the newest N vectors per (prompt, correctness) memory (null: unbounded, as the paper)
+    """count (the code: a noise vote counts the stored noise points) | exclude (vote among non-noise only)"""
     max_per_prompt: int | None = None
+    """keep the newest N vectors per (prompt, correctness) memory (null: unbounded, as the paper)"""
 
 
 @dataclass
@@ -403,70 +472,99 @@ class TrainerConfig:
     """The RL loop: batch sizes, optimiser, schedule, evaluation and checkpoints."""
 
     total_steps: int = 60
-    # when set, overrides total_steps: passes over the queries the run may train on (partial: the labelled
-    # ones only, so a label-limited baseline gets proportionally fewer steps, as the papers' epoch budgets)
+    """RL steps (each: generate, reward, update)"""
     total_epochs: float | None = None
-    # prompts per RL step (each with rollout.n rollouts)
+    """when set, overrides total_steps: passes over the queries the run may train on (partial: the labelled ones
+    only, so a label-limited baseline gets proportionally fewer steps, as the papers' epoch budgets)"""
     train_batch_size: int = 16
-    # prompts per generation batch (dynamic sampling may need several; None: train_batch_size)
+    """prompts per RL step (each with rollout.n rollouts)"""
     gen_batch_size: int | None = None
-    # prompts per optimiser step: train_batch_size / ppo_mini_batch_size optimiser steps per RL step
+    """prompts per generation batch (dynamic sampling may need several; None: train_batch_size)"""
     ppo_mini_batch_size: int = 16
+    """prompts per optimiser step: train_batch_size / ppo_mini_batch_size optimiser steps per RL step"""
     ppo_epochs: int = 1
-    # sequences per forward/backward (gradient accumulation inside a mini-batch)
+    """passes over a step's batch (each a fresh shuffle into mini-batches)"""
     micro_batch_size: int = 64
+    """sequences per forward/backward (gradient accumulation inside a mini-batch)"""
     lr: float = 1e-6
+    """AdamW learning rate"""
     lr_warmup_steps: int = 0
+    """steps of linear learning-rate warm-up from 0 (0: constant)"""
     weight_decay: float = 0.01
+    """AdamW weight decay"""
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    """AdamW betas"""
     grad_clip: float = 1.0
-    # bf16 autocast on a GPU (parameters and optimiser stay float32); float32 everywhere on CPU
+    """clip the gradient norm of every optimiser step to this"""
     compute_dtype: str = "auto"
+    """bf16 autocast on a GPU (parameters and optimiser stay float32); float32 everywhere on CPU"""
     gradient_checkpointing: bool = False
-    # validation pass@k every test_freq steps (0: never), and before training
+    """recompute activations in the backward pass (less memory, slower)"""
     test_freq: int = 0
+    """validation pass@k every test_freq steps (0: never), and before training"""
     val_before_train: bool = False
+    """also validate before the first step"""
     val_n: int = 4
+    """sampled completions per validation problem (pass@k for k <= val_n; 0: greedy only)"""
     val_limit: int | None = None
-    # checkpoint every save_freq steps (0: only at the end)
+    """at most this many validation problems (None: all of data.val_set)"""
     save_freq: int = 0
-    # keep the newest max_ckpt_to_keep checkpoints (None: all)
+    """checkpoint every save_freq steps (0: only at the end)"""
     max_ckpt_to_keep: int | None = 2
-    # which policy the final evaluation tests: last (the last step) | best_val (the validation step with the best
-    # greedy accuracy, MemReward's checkpoint selection; needs test_freq > 0 and data.val_set; its checkpoint
-    # is kept whatever max_ckpt_to_keep says)
+    """keep the newest max_ckpt_to_keep checkpoints (None: all)"""
     final_checkpoint: str = "last"
-    # auto: continue from this run directory's train/latest when there is one; disable: start fresh
+    """which policy the final evaluation tests: last (the last step) | best_val (the validation step with the best
+    greedy accuracy, MemReward's checkpoint selection; needs test_freq > 0 and data.val_set; its checkpoint is kept
+    whatever max_ckpt_to_keep says)"""
     resume: str = "auto"
-    # evaluate the final policy on data.eval_sets (greedy + pass@k) and write eval/ like `memrl eval`
+    """auto: continue from this run directory's train/latest when there is one; disable: start fresh"""
     final_eval: bool = True
-    # with final_eval: also evaluate the initial policy first (false: skip it, e.g. in a sweep whose jobs all
-    # start from the same model; `memrl eval` measures it once)
+    """evaluate the final policy on data.eval_sets (greedy + pass@k) and write eval/ like `memrl eval`"""
     initial_eval: bool = True
+    """with final_eval: also evaluate the initial policy first (false: skip it, e.g. in a sweep whose jobs all
+    start from the same model; `memrl eval` measures it once)"""
     progress: bool = True
+    """a progress bar (false: one log line per step)"""
 
 
 @dataclass
 class EvalAppConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
+    """the policy (or the evaluated model)"""
     data: DataConfig = field(default_factory=DataConfig)
+    """benchmarks and training data"""
     rollout: RolloutConfig = field(default_factory=RolloutConfig)
+    """how completions are generated"""
     eval: EvalConfig = field(default_factory=EvalConfig)
+    """`memrl eval` and the final evaluation of `memrl train`: greedy accuracy and pass@k"""
     grading: GradingConfig = field(default_factory=GradingConfig)
+    """how answers are graded (math, choice, code in a sandbox)"""
     logger: LoggerConfig = field(default_factory=LoggerConfig)
+    """experiment tracking"""
     paths: PathsConfig = field(default_factory=PathsConfig)
-    # names the run directory: outputs/<task_name>/<date_time>
+    """where things are"""
     task_name: str = "eval"
+    """names the run directory: outputs/<task_name>/<date_time>"""
     seed: int = 0
+    """seeds Python, NumPy and torch (and the prompt order of training)"""
 
 
 @dataclass
 class TrainAppConfig(EvalAppConfig):
     algo: AlgoConfig = field(default_factory=AlgoConfig)
+    """advantage estimator and policy loss"""
     reward: RewardConfig = field(default_factory=RewardConfig)
+    """where rewards come from and how many labels a run may read"""
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    """the RL loop"""
     meds: MedsConfig = field(default_factory=MedsConfig)
+    """MEDS reward shaping"""
     task_name: str = "train"
+    """names the run directory: outputs/<task_name>/<date_time>"""
+    plugins: list[str] = field(default_factory=list)
+    """Python modules imported before any registry lookup: their @register_adv_est, @register_policy_loss,
+    @register_kl and @register_reward decorators add names the config can choose (the current directory is on the
+    import path: plugins=[my_module] finds ./my_module.py)"""
 
 
 def register_configs() -> None:
@@ -474,3 +572,9 @@ def register_configs() -> None:
     cs = ConfigStore.instance()
     cs.store(name="eval_schema", node=EvalAppConfig)
     cs.store(name="train_schema", node=TrainAppConfig)
+
+
+def train_config(*overrides: str) -> DictConfig:
+    """`TrainAppConfig`'s defaults with dotted overrides (`"algo.clip_ratio_high=0.28"`), typed and in struct mode,
+    without YAML or Hydra: for tests and scripts that build a `Trainer` directly (a misspelt key fails here)."""
+    return OmegaConf.merge(OmegaConf.structured(TrainAppConfig), OmegaConf.from_dotlist(list(overrides)))

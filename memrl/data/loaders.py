@@ -29,6 +29,7 @@ from typing import Any
 
 from omegaconf.errors import MissingMandatoryValue
 
+from memrl.config.schema import DatasetSpec, SyntheticConfig
 from memrl.data.problem import DOMAINS, Problem
 from memrl.data.registry import BUNDLED, BundledBenchmark, default_data_dir
 from memrl.errors import DataError, UserError
@@ -270,7 +271,7 @@ def _min_limit(a: int | None, b: int | None) -> int | None:
     return b if a is None else a if b is None else min(a, b)
 
 
-def _field_map(spec: Any) -> tuple[str | None, str, str | None]:
+def _field_map(spec: DatasetSpec) -> tuple[str | None, str, str | None]:
     fields = _get(spec, "fields")
     if fields is None:
         return "id", "question", "answer"
@@ -286,7 +287,9 @@ FIELD_ROLES = {"id": "fields.id", "question": "fields.question", "answer": "fiel
 BUNDLED_ROLES = {"id": "the id", "question": "the question", "answer": "the gold answer"}
 
 
-def load_problems(spec: Any, data_dir: str | Path | None = None, synthetic: Any = None) -> list[Problem]:
+def load_problems(
+    spec: DatasetSpec, data_dir: str | Path | None = None, synthetic: SyntheticConfig | None = None
+) -> list[Problem]:
     """Load the problems of one dataset spec (see the module docstring), keeping the first `spec.limit`.
 
     Args:
@@ -316,7 +319,9 @@ def load_eval_sets(
     return {name: _load(spec, data_dir, synthetic, limit) for name, spec in zip(names, specs)}
 
 
-def _load(spec: Any, data_dir: str | Path | None, synthetic: Any, extra_limit: int | None) -> list[Problem]:
+def _load(
+    spec: DatasetSpec, data_dir: str | Path | None, synthetic: SyntheticConfig | None, extra_limit: int | None
+) -> list[Problem]:
     name = _get(spec, "name")
     if not name:
         raise UserError("every dataset in data.eval_sets needs a name")
@@ -343,7 +348,7 @@ def _load(spec: Any, data_dir: str | Path | None, synthetic: Any, extra_limit: i
     return problems
 
 
-def _load_bundled(spec: Any, name: str, data_dir: str | Path | None, limit: int | None) -> list[Problem]:
+def _load_bundled(spec: DatasetSpec, name: str, data_dir: str | Path | None, limit: int | None) -> list[Problem]:
     key = str(_get(spec, "path") or name)
     bench = BUNDLED.get(key)
     if bench is None:
@@ -383,7 +388,7 @@ def _load_bundled(spec: Any, name: str, data_dir: str | Path | None, limit: int 
     return problems
 
 
-def _load_local(spec: Any, name: str, domain: str, limit: int | None) -> list[Problem]:
+def _load_local(spec: DatasetSpec, name: str, domain: str, limit: int | None) -> list[Problem]:
     raw = _get(spec, "path")
     if not raw:
         raise UserError(
@@ -529,7 +534,7 @@ def open_hub_dataset(
         raise
 
 
-def _load_hub(spec: Any, name: str, domain: str, limit: int | None) -> list[Problem]:
+def _load_hub(spec: DatasetSpec, name: str, domain: str, limit: int | None) -> list[Problem]:
     dataset_id = _get(spec, "path")
     if not dataset_id:
         raise UserError(f"dataset '{name}': source=hub needs path=<hub dataset id> (e.g. path=openai/gsm8k)")
@@ -569,7 +574,7 @@ def _load_hub(spec: Any, name: str, domain: str, limit: int | None) -> list[Prob
 # --------------------------------------------------------------------------------------------------- synthetic
 
 
-def _load_synthetic(spec: Any, synthetic: Any) -> list[Problem]:
+def _load_synthetic(spec: DatasetSpec, synthetic: SyntheticConfig | None) -> list[Problem]:
     from memrl.data.synthetic import load_split
 
     if synthetic is None:

@@ -18,10 +18,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from memrl.data.labels import GroundTruth
 from memrl.data.problem import Problem
 from memrl.errors import UserError
 from memrl.memreward.memory import ExperienceMemory, MemoryQuery, MemoryRollout
-from memrl.rewards.labels import GroundTruth
 
 log = logging.getLogger(__name__)
 

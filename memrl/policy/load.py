@@ -12,6 +12,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from memrl.config.schema import ModelConfig
 from memrl.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -92,7 +93,7 @@ def load_tokenizer(path: str, trust_remote_code: bool = False, revision: str | N
     return tok
 
 
-def load_policy(model_cfg: Any, cache_dir: str | os.PathLike | None = None) -> tuple[Any, Any, str]:
+def load_policy(model_cfg: ModelConfig, cache_dir: str | os.PathLike | None = None) -> tuple[Any, Any, str]:
     """Load model and tokenizer as configured.
 
     Returns:

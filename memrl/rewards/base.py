@@ -21,9 +21,9 @@ from typing import Any
 
 import torch
 
+from memrl.data.labels import GroundTruth
 from memrl.data.problem import Problem
 from memrl.grading import Grader
-from memrl.rewards.labels import GroundTruth
 from memrl.rollout.records import Rollout
 
 

@@ -24,13 +24,15 @@ from typing import Any
 import numpy as np
 import torch
 
+from memrl.errors import UserError
 from memrl.grading.extract import extract_answer
 from memrl.meds.anchor import AnchorFinder
 from memrl.meds.diversity import AnswerNovelty, distinct_answers, top1_eigen_ratio
 from memrl.meds.features import final_norm_module, layer_logits, output_head, select_layers
-from memrl.meds.memory import ErrorMemory
+from memrl.meds.memory import CLUSTER_METHODS, NOISE_MODES, ErrorMemory
 from memrl.meds.penalty import PENALTY_TARGETS, cluster_penalty, penalise, penalty_applies
 from memrl.rewards.base import Group, HiddenStateRequest, RewardComponent, RewardContext, ScoringOutputs
+from memrl.rewards.registry import BuildContext, RewardSpec
 
 
 class MEDSShaper(RewardComponent):
@@ -154,11 +156,11 @@ class MEDSShaper(RewardComponent):
         self.novelty.load_state_dict(state.get("novelty", {}))
 
 
-def meds_component(meds_cfg: Any, tokenizer: Any, answer_formats: tuple[str, ...]) -> MEDSShaper:
-    """The component from the `meds` config group, its settings checked (a clear error names the key)."""
-    from memrl.errors import UserError
-    from memrl.meds.memory import CLUSTER_METHODS, NOISE_MODES
-
+def check_meds_config(cfg: Any) -> None:
+    """The `meds` group's values, when on (a `UserError` names the key)."""
+    meds_cfg = cfg.meds
+    if not meds_cfg.enable:
+        return
     checks = [
         ("penalty_target", str(meds_cfg.penalty_target), PENALTY_TARGETS),
         ("cluster_method", str(meds_cfg.cluster_method), CLUSTER_METHODS),
@@ -175,9 +177,18 @@ def meds_component(meds_cfg: Any, tokenizer: Any, answer_formats: tuple[str, ...
         raise UserError("meds.penalty_coef and meds.penalty_cap must be >= 0")
     if meds_cfg.max_per_prompt is not None and int(meds_cfg.max_per_prompt) < 1:
         raise UserError(f"meds.max_per_prompt must be >= 1 or null, got {meds_cfg.max_per_prompt}")
-    patterns = tuple(str(p) for p in meds_cfg.anchor_patterns if str(p))
-    if not patterns:
+    if not any(str(p) for p in meds_cfg.anchor_patterns):
         raise UserError("meds.anchor_patterns is empty: give at least one, e.g. ['\\\\boxed{'] or ['####']")
+
+
+def build_meds(cfg: Any, ctx: BuildContext) -> MEDSShaper | None:
+    """The shaper from the `meds` config group (None unless meds.enable), its settings checked."""
+    meds_cfg = cfg.meds
+    if not meds_cfg.enable:
+        return None
+    check_meds_config(cfg)
+    if ctx.tokenizer is None:
+        raise ValueError("meds.enable needs the policy's tokenizer")
     memory = ErrorMemory(
         k=int(meds_cfg.k),
         method=str(meds_cfg.cluster_method),
@@ -187,14 +198,18 @@ def meds_component(meds_cfg: Any, tokenizer: Any, answer_formats: tuple[str, ...
         max_per_key=None if meds_cfg.max_per_prompt is None else int(meds_cfg.max_per_prompt),
     )
     return MEDSShaper(
-        tokenizer,
+        ctx.tokenizer,
         memory,
         penalty_target=str(meds_cfg.penalty_target),
         penalty_coef=float(meds_cfg.penalty_coef),
         penalty_cap=float(meds_cfg.penalty_cap),
-        anchor_patterns=patterns,
+        anchor_patterns=tuple(str(p) for p in meds_cfg.anchor_patterns if str(p)),
         last_n_layers=None if meds_cfg.last_n_layers is None else int(meds_cfg.last_n_layers),
         layer_diff=bool(meds_cfg.layer_diff),
         final_norm=bool(meds_cfg.final_norm),
-        answer_formats=answer_formats,
+        answer_formats=tuple(str(getattr(f, "value", f)) for f in cfg.grading.answer_formats),
     )
+
+
+# the registry's entry (memrl.rewards.registry)
+MEDS = RewardSpec(build_meds, check_meds_config)

@@ -1,4 +1,6 @@
-"""MemReward's online reward: the GNN's predicted correctness for rollouts of unlabelled queries.
+"""MemReward's online reward (reward `memreward`): the GNN's predicted correctness for rollouts of unlabelled
+queries. The warm-up that builds the GNN is `memrl.stages.memreward`; the memory, graph and GNN themselves are
+`memrl.memreward.*`.
 
 Labelled queries keep their ground-truth reward (`GroundTruthReward` runs first in the pipeline); this
 component judges the other groups from the frozen memory graph and reward model (METHODS.md A2.5):
@@ -16,15 +18,23 @@ It never reads a label: groups arrive without answers and it does not call `ctx.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
+from memrl.errors import UserError
+from memrl.memreward.artifacts import fit_settings, gnn_dir, load_graph_inputs, make_model
 from memrl.memreward.embed import TextGroup
+from memrl.memreward.gnn import MODEL_KINDS
+from memrl.memreward.graph import DIRECTIONS
 from memrl.memreward.predictor import RewardPredictor
+from memrl.memreward.training import SELECT_BY
 from memrl.rewards.base import Group, RewardComponent, RewardContext
+from memrl.rewards.oracle import GroundTruthReward
+from memrl.rewards.registry import BuildContext, RewardSpec
 from memrl.rollout.split import split_thinking_answer
 
 REWARD_MODES = ("hard", "soft")
@@ -153,3 +163,70 @@ def _text_group(group: Group, labels: list[bool] | None = None) -> TextGroup:
     """A group's query and rollouts as text, split into thinking and answer as in the warm-up memory."""
     parts = [split_thinking_answer(r.text) for r in group.rollouts]
     return TextGroup(group.problem.question, group.problem.domain, [p[0] for p in parts], [p[1] for p in parts], labels)
+
+
+def check_memreward_config(cfg: Any) -> None:
+    """Fail early, with the key's name, on reward.memreward values the stages would only reject later."""
+    mr = cfg.reward.memreward
+    for key, value, valid in [
+        ("direction", mr.direction, DIRECTIONS),
+        ("reward_mode", mr.reward_mode, REWARD_MODES),
+        ("gnn.select_by", mr.gnn.select_by, SELECT_BY),
+        ("reward_model", mr.reward_model, MODEL_KINDS),
+    ]:
+        if str(value) not in valid:
+            raise UserError(f"unknown reward.memreward.{key}={value}; valid: {', '.join(valid)}")
+    if int(mr.refresh_epochs) < 1:
+        raise UserError(f"reward.memreward.refresh_epochs must be >= 1, got {mr.refresh_epochs}")
+    if int(mr.refresh_every) < 1:
+        raise UserError(f"reward.memreward.refresh_every must be >= 1, got {mr.refresh_every}")
+    if int(mr.k) < 1:
+        raise UserError(f"reward.memreward.k must be >= 1, got {mr.k}")
+    if mr.abstain_band is not None:
+        lo, hi = (float(x) for x in mr.abstain_band)
+        if not 0.0 <= lo < hi <= 1.0:
+            raise UserError(
+                f"reward.memreward.abstain_band must be [low, high] with 0 <= low < high <= 1, got {list(mr.abstain_band)}"
+            )
+
+
+def memreward_component(cfg: Any, run_dir: Any, encoder: Any) -> MemRewardReward:
+    """The online component from a run directory whose warm-up is done (memory/, graph/, gnn/).
+
+    Args:
+        encoder: the warm-up's sentence encoder (its embedding cache carries over).
+    """
+    inputs, labels = load_graph_inputs(run_dir)
+    mr = cfg.reward.memreward
+    kind = str(mr.reward_model)
+    path = gnn_dir(run_dir) / f"{kind}.pt"
+    if not path.is_file():
+        raise UserError(
+            f"reward.memreward.reward_model={kind}, but {path} is missing: this run's `memrl gnn` did not train it; "
+            "rerun it with reward.memreward.baselines=true (or in a new run directory)"
+        )
+    saved = torch.load(path, map_location="cpu", weights_only=True)
+    model = make_model(saved["spec"])
+    model.load_state_dict(saved["state_dict"])
+    predictor = RewardPredictor(
+        model, saved["spec"], inputs["train"], encoder, int(mr.k), str(mr.direction), int(mr.think_k)
+    )
+    band = None if mr.abstain_band is None else tuple(float(x) for x in mr.abstain_band)
+    growth = None
+    if mr.grow_memory:
+        # a refresh starts from trained weights: a short fine-tune, no epoch floor, one run
+        refresh = dataclasses.replace(fit_settings(cfg), max_epochs=int(mr.refresh_epochs), min_epochs=0, restarts=1)
+        growth = MemoryGrowth(int(mr.refresh_every), inputs["val"], labels["val"], refresh)
+    return MemRewardReward(predictor, str(mr.reward_mode), float(mr.threshold), band, growth)
+
+
+def _build(cfg: Any, ctx: BuildContext) -> list[RewardComponent]:
+    """Ground truth on labelled queries, the GNN's prediction on the others, after the warm-up (run if needed)."""
+    if ctx.warmup is None:
+        raise ValueError("reward=memreward needs the warm-up (BuildContext.warmup)")
+    warm = ctx.warmup()
+    return [GroundTruthReward(), memreward_component(cfg, ctx.run_dir, warm["encoder"])]
+
+
+# the registry's entry (memrl.rewards.registry)
+MEMREWARD = RewardSpec(_build, check_memreward_config)

@@ -1,10 +1,13 @@
-"""Ground-truth reward and DAPO's overlong penalty."""
+"""Ground-truth reward (rewards `oracle` and `partial`) and DAPO's overlong penalty (shaper `overlong`)."""
 
 from __future__ import annotations
 
+from typing import Any
+
+from memrl.errors import UserError
 from memrl.grading import GradeItem
 from memrl.rewards.base import Group, RewardComponent, RewardContext
-from memrl.rl.core_algos import overlong_penalty
+from memrl.rewards.registry import BuildContext, RewardSpec
 
 
 class GroundTruthReward(RewardComponent):
@@ -40,6 +43,17 @@ class GroundTruthReward(RewardComponent):
         return {"reward/gt_acc": sum(judged) / len(judged)} if judged else {}
 
 
+def overlong_penalty(response_length: int, max_response_length: int, buffer_length: int, factor: float = 1.0) -> float:
+    """DAPO's soft overlong punishment: 0 up to `max - buffer` tokens, then linear down to `-factor` at `max`.
+
+    penalty = min(-(L - (max - buffer)) / buffer * factor, 0).
+    """
+    if buffer_length <= 0:
+        return 0.0
+    expected = max_response_length - buffer_length
+    return min(-(response_length - expected) / buffer_length * factor, 0.0)
+
+
 class OverlongPenalty(RewardComponent):
     """DAPO's soft overlong punishment added to the score: 0 up to `max - buffer` tokens, -factor at max."""
 
@@ -66,3 +80,30 @@ class OverlongPenalty(RewardComponent):
             "reward/overlong_penalty_mean": sum(pens) / len(pens),
             "reward/overlong_penalised_frac": sum(p < 0 for p in pens) / len(pens),
         }
+
+
+def _check_overlong(cfg: Any) -> None:
+    ob = cfg.reward.overlong_buffer
+    if ob.enable and not 0 < int(ob.len) <= int(cfg.rollout.max_new_tokens):
+        raise UserError(
+            f"reward.overlong_buffer.len must be in 1..rollout.max_new_tokens ({cfg.rollout.max_new_tokens}), "
+            f"got {ob.len}"
+        )
+
+
+def _build_overlong(cfg: Any, ctx: BuildContext) -> OverlongPenalty | None:
+    ob = cfg.reward.overlong_buffer
+    if not ob.enable:
+        return None
+    _check_overlong(cfg)
+    return OverlongPenalty(int(ob.len), float(ob.penalty_factor))
+
+
+def _build_ground_truth(cfg: Any, ctx: BuildContext) -> list[RewardComponent]:
+    return [GroundTruthReward()]
+
+
+# the registry's entries (memrl.rewards.registry); oracle and partial differ in the label split only (reward.label_ratio)
+ORACLE = RewardSpec(_build_ground_truth)
+PARTIAL = RewardSpec(_build_ground_truth)
+OVERLONG = RewardSpec(_build_overlong, _check_overlong)

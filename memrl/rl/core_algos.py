@@ -1,16 +1,21 @@
-"""The math of GRPO / DAPO / Dr.GRPO as pure functions: advantages, policy loss, KL, aggregation, shaping.
+"""The math of GRPO / DAPO / Dr.GRPO as pure functions: advantages, policy loss, KL, aggregation, filtering.
 
 Knob names follow verl (`clip_ratio_low`, `clip_ratio_high`, `clip_ratio_c`, `loss_agg_mode`,
-`kl_loss_type`, `norm_adv_by_std_in_grpo`, `overlong_buffer`), so a verl user can carry settings over.
+`kl_loss_type`, `norm_adv_by_std_in_grpo`), so a verl user can carry settings over.
 Shapes: `B` sequences (rollouts), `T` response positions; `mask` is 1.0 on response tokens that count in
 the loss and 0.0 on padding (and on truncated completions when those are masked).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import torch
+
+from memrl.config.schema import AlgoConfig
+from memrl.utils.registry import Registry
 
 LOSS_AGG_MODES = ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum", "seq-mean-token-sum-norm")
 KL_TYPES = ("low_var_kl", "kl", "mse", "abs")
@@ -220,20 +225,106 @@ def token_log_probs(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 
 
 # ---------------------------------------------------------------------------------------------------
-# reward shaping and filtering
-
-
-def overlong_penalty(response_length: int, max_response_length: int, buffer_length: int, factor: float = 1.0) -> float:
-    """DAPO's soft overlong punishment: 0 up to `max - buffer` tokens, then linear down to `-factor` at `max`.
-
-    penalty = min(-(L - (max - buffer)) / buffer * factor, 0).
-    """
-    if buffer_length <= 0:
-        return 0.0
-    expected = max_response_length - buffer_length
-    return min(-(response_length - expected) / buffer_length * factor, 0.0)
+# filtering (DAPO's overlong penalty, a reward shaper, is `memrl.rewards.oracle.overlong_penalty`)
 
 
 def mixed_groups(outcomes: Sequence[Sequence[float]]) -> list[bool]:
     """DAPO dynamic sampling: True for groups whose binary outcomes are not all equal (std > 0)."""
     return [len(set(float(x) for x in g)) > 1 for g in outcomes]
+
+
+# ---------------------------------------------------------------------------------------------------
+# registries: the names `algo.adv_estimator`, `algo.policy_loss` and `algo.kl_loss_type` look up (a user
+# plugin adds its own with the decorators; see memrl.utils.registry). Each entry reads its knobs from the
+# `algo` config group (`memrl.config.schema.AlgoConfig`).
+
+
+@dataclass(frozen=True)
+class AdvEstimator:
+    """An advantage estimator: sequence advantages from group scores, and optionally a per-token step.
+
+    Attributes:
+        outcome: (scores [N], group_ids [N], algo) -> [N] advantages (N = B*G rollouts of B groups).
+        token: (advantages [N, L], entropy [N, L], algo) -> [N, L], applied in the update loop to the
+            current policy's token entropy (None: the sequence advantage on every response token).
+    """
+
+    outcome: Callable[[torch.Tensor, Sequence[int], AlgoConfig], torch.Tensor]
+    token: Callable[[torch.Tensor, torch.Tensor, AlgoConfig], torch.Tensor] | None = None
+
+
+ADV_ESTIMATORS: Registry[AdvEstimator] = Registry("advantage estimator", "algo.adv_estimator")
+POLICY_LOSSES: Registry[Callable[..., tuple[torch.Tensor, dict[str, torch.Tensor]]]] = Registry(
+    "policy loss", "algo.policy_loss"
+)
+KL_ESTIMATORS: Registry[Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = Registry(
+    "KL estimator", "algo.kl_loss_type"
+)
+
+
+def register_adv_est(name: str, token: Callable[[torch.Tensor, torch.Tensor, AlgoConfig], torch.Tensor] | None = None):
+    """Decorator: register `fn(scores [N], group_ids [N], algo) -> [N]` as advantage estimator `name`,
+    with an optional per-token step `token(advantages [N, L], entropy [N, L], algo) -> [N, L]`."""
+
+    def add(fn):
+        ADV_ESTIMATORS.register(name)(AdvEstimator(fn, token))
+        return fn
+
+    return add
+
+
+def register_policy_loss(name: str):
+    """Decorator: register `fn(log_prob, old_log_prob, advantages, mask, algo, **agg) -> (loss, stats)`
+    (all [N, L]; `agg`: see `agg_loss`; stats: clipfrac, clipfrac_lower, approx_kl) as policy loss `name`."""
+    return POLICY_LOSSES.register(name)
+
+
+def register_kl(name: str):
+    """Decorator: register `fn(log_prob [N, L], ref_log_prob [N, L]) -> [N, L]` as KL estimator `name`."""
+    return KL_ESTIMATORS.register(name)
+
+
+@register_adv_est("grpo")
+def _grpo(scores: torch.Tensor, group_ids: Sequence[int], algo: AlgoConfig) -> torch.Tensor:
+    """GRPO: (s - group mean) / group std; algo.norm_adv_by_std_in_grpo=false drops the std (Dr.GRPO)."""
+    return grpo_advantages(scores, group_ids, algo.norm_adv_by_std_in_grpo)
+
+
+@register_adv_est("dr_grpo")
+def _dr_grpo(scores: torch.Tensor, group_ids: Sequence[int], algo: AlgoConfig) -> torch.Tensor:
+    """Dr.GRPO: s - group mean, never divided by the std (pair with loss_agg_mode=seq-mean-token-sum-norm)."""
+    return grpo_advantages(scores, group_ids, norm_by_std=False)
+
+
+def _entropy_token(advantages: torch.Tensor, entropy: torch.Tensor, algo: AlgoConfig) -> torch.Tensor:
+    return entropy_advantage(advantages, entropy, algo.entropy_advantage_coef, algo.entropy_advantage_cap_ratio)
+
+
+# MEDS' entropy-advantage baseline: GRPO's advantages, then A + min(coef * H.detach(), |A| * cap_ratio) per token
+register_adv_est("grpo_entropy", token=_entropy_token)(_grpo)
+
+
+@register_policy_loss("vanilla")
+def _vanilla_policy_loss(
+    log_prob: torch.Tensor,
+    old_log_prob: torch.Tensor,
+    advantages: torch.Tensor,
+    mask: torch.Tensor,
+    algo: AlgoConfig,
+    **agg_kwargs: Any,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """PPO's clipped surrogate with clip-higher and dual-clip (`policy_loss`), knobs from `algo`."""
+    return policy_loss(
+        log_prob,
+        old_log_prob,
+        advantages,
+        mask,
+        algo.clip_ratio_low,
+        algo.clip_ratio_high,
+        algo.clip_ratio_c,
+        **agg_kwargs,
+    )
+
+
+for _kl_type in KL_TYPES:
+    register_kl(_kl_type)(lambda log_prob, ref_log_prob, _t=_kl_type: kl_penalty(log_prob, ref_log_prob, _t))

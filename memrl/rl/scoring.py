@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from memrl.errors import UserError
 from memrl.rl.batch import RolloutBatch
 from memrl.rl.core_algos import entropy_from_logits, token_log_probs
 
@@ -25,6 +26,21 @@ class ForwardOutput:
     log_prob: torch.Tensor
     entropy: torch.Tensor | None = None
     hidden_states: torch.Tensor | None = None
+
+
+COMPUTE_DTYPES = {"float32": None, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def resolve_compute_dtype(name: str, device: str) -> torch.dtype | None:
+    """The autocast dtype of `trainer.compute_dtype`: auto -> bfloat16 on a CUDA GPU that supports it, else None
+    (float32, no autocast)."""
+    if name == "auto":
+        if device.startswith("cuda") and torch.cuda.is_bf16_supported():
+            return torch.bfloat16
+        return None
+    if name not in COMPUTE_DTYPES:
+        raise UserError(f"unknown trainer.compute_dtype={name}; valid: auto, {', '.join(COMPUTE_DTYPES)}")
+    return COMPUTE_DTYPES[name]
 
 
 def autocast_context(device: torch.device, dtype: torch.dtype | None) -> Any:

@@ -9,7 +9,6 @@ checkpoint. The math lives in `memrl.rl.core_algos`; this module only moves tens
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import math
@@ -22,72 +21,24 @@ from typing import Any
 
 import torch
 
+from memrl.config.schema import AlgoConfig, TrainAppConfig
+from memrl.data.labels import GroundTruth
 from memrl.data.problem import Problem
 from memrl.rewards.base import Group, RewardContext, RewardPipeline, ScoringOutputs
-from memrl.rewards.labels import GroundTruth
 from memrl.rl import checkpoint as ckpt
 from memrl.rl.batch import RolloutBatch, build_batch
-from memrl.rl.core_algos import agg_loss, entropy_advantage, grpo_advantages, kl_penalty, mixed_groups, policy_loss
+from memrl.rl.core_algos import ADV_ESTIMATORS, KL_ESTIMATORS, POLICY_LOSSES, agg_loss, mixed_groups
 from memrl.rl.sampler import PromptSampler
-from memrl.rl.scoring import autocast_context, forward_batch
+from memrl.rl.scoring import autocast_context, forward_batch, resolve_compute_dtype
 from memrl.rollout.records import SamplingParams
 from memrl.utils.io import atomic_write_jsonl, read_jsonl_tolerant
 
 log = logging.getLogger(__name__)
 
 
-@dataclass
-class TrainSettings:
-    """Everything the loop needs, as plain values (built from the `algo`, `trainer`, `rollout` groups)."""
-
-    total_steps: int = 10
-    # when set, the run lasts this many passes over its training pool instead: total_steps =
-    # ceil(total_epochs * pool / train_batch_size), the pool being the queries the run may train on (only
-    # the labelled ones for partial), so a label-limited baseline gets fewer steps, as with verl's total_epochs
-    total_epochs: float | None = None
-    train_batch_size: int = 16
-    gen_batch_size: int = 16
-    ppo_mini_batch_size: int = 16
-    ppo_epochs: int = 1
-    micro_batch_size: int = 64
-    n: int = 8
-    temperature: float = 1.0
-    top_p: float = 1.0
-    top_k: int = 0
-    max_new_tokens: int = 64
-    stop: tuple[str, ...] = ()
-    # loss
-    norm_adv_by_std: bool = True
-    use_entropy_advantage: bool = False
-    entropy_advantage_coef: float = 0.4
-    entropy_advantage_cap_ratio: float = 0.5
-    clip_ratio_low: float = 0.2
-    clip_ratio_high: float = 0.2
-    clip_ratio_c: float | None = 3.0
-    loss_agg_mode: str = "token-mean"
-    kl_loss_coef: float = 0.0
-    kl_loss_type: str = "low_var_kl"
-    entropy_coeff: float = 0.0
-    filter_groups: bool = False
-    max_num_gen_batches: int = 10
-    mask_truncated: bool = False
-    # optimiser
-    lr: float = 1e-6
-    lr_warmup_steps: int = 0
-    weight_decay: float = 0.01
-    betas: tuple[float, float] = (0.9, 0.999)
-    grad_clip: float = 1.0
-    compute_dtype: torch.dtype | None = None
-    # schedule
-    test_freq: int = 0
-    val_before_train: bool = False
-    save_freq: int = 0
-    max_ckpt_to_keep: int | None = 2
-    # keep the checkpoint of the best validation step (BEST_VAL_KEY) too, whatever max_ckpt_to_keep says
-    keep_best_val: bool = False
-    resume: str = "auto"
-    progress: bool = True
-    seed: int = 0
+def kl_coef(algo: AlgoConfig) -> float:
+    """The KL term's coefficient: algo.kl_loss_coef with algo.use_kl_loss, else 0 (and no reference model)."""
+    return float(algo.kl_loss_coef) if algo.use_kl_loss else 0.0
 
 
 # what "best" means for keep_best_val: MemReward's find_best_checkpoint picks the best sample-weighted
@@ -107,8 +58,9 @@ class Trainer:
     """GRPO / DAPO on a Hugging Face causal LM.
 
     Args:
-        settings: the loop's knobs.
-        model: the policy (float32 parameters; `settings.compute_dtype` autocasts on a GPU).
+        cfg: the run's config (`algo`, `trainer` and `rollout` groups, `seed`), read where used: a typed
+            `TrainAppConfig` or the composed (read-only) DictConfig of that schema.
+        model: the policy (float32 parameters; `trainer.compute_dtype` autocasts on a GPU).
         tokenizer: its tokenizer (pad token set).
         engine: a rollout engine (`generate`, `sleep`, `sync_weights`).
         pipeline: the reward components.
@@ -124,7 +76,7 @@ class Trainer:
 
     def __init__(
         self,
-        settings: TrainSettings,
+        cfg: TrainAppConfig,
         model: Any,
         tokenizer: Any,
         engine: Any,
@@ -138,15 +90,23 @@ class Trainer:
         validate: Callable[[int], dict[str, float]] | None = None,
         log_fn: Callable[[dict[str, float], int], None] | None = None,
     ) -> None:
-        s = settings
-        if s.train_batch_size % s.ppo_mini_batch_size:
+        a, t = cfg.algo, cfg.trainer
+        if t.train_batch_size % t.ppo_mini_batch_size:
             raise ValueError(
-                f"trainer.train_batch_size ({s.train_batch_size}) must be a multiple of "
-                f"trainer.ppo_mini_batch_size ({s.ppo_mini_batch_size})"
+                f"trainer.train_batch_size ({t.train_batch_size}) must be a multiple of "
+                f"trainer.ppo_mini_batch_size ({t.ppo_mini_batch_size})"
             )
-        if s.kl_loss_coef > 0 and ref_model is None:
+        self.kl_coef = kl_coef(a)
+        if self.kl_coef > 0 and ref_model is None:
             raise ValueError("a KL coefficient > 0 needs a reference model")
-        self.s = s
+        self.cfg = cfg
+        # the registered implementations the config names (a plugin may have added them)
+        self.adv_estimator = ADV_ESTIMATORS.get(a.adv_estimator)
+        self.policy_loss = POLICY_LOSSES.get(a.policy_loss)
+        self.kl_estimator = KL_ESTIMATORS.get(a.kl_loss_type)
+        self.gen_batch_size = t.gen_batch_size or t.train_batch_size
+        # keep the checkpoint of the best validation step (BEST_VAL_KEY) too, whatever max_ckpt_to_keep says
+        self.keep_best_val = t.final_checkpoint == "best_val"
         self.model = model
         self.tokenizer = tokenizer
         self.engine = engine
@@ -157,6 +117,7 @@ class Trainer:
         self.validate = validate
         self.log_fn = log_fn
         self.device = next(model.parameters()).device
+        self.compute_dtype = resolve_compute_dtype(t.compute_dtype, str(self.device))
         # oracle / partial rewards judge labelled queries only, so only those are drawn; a reward model
         # that judges unlabelled queries (MemReward) sets `trains_on_unlabelled`
         unlabelled_ok = any(getattr(c, "trains_on_unlabelled", False) for c in pipeline.components)
@@ -165,21 +126,22 @@ class Trainer:
             raise ValueError("no training query is labelled: raise reward.label_ratio")
         self.problems = pool
         self.prompts = [prompt_fn(p) for p in pool]
-        if s.total_epochs is not None:
-            if s.total_epochs <= 0:
-                raise ValueError(f"total_epochs must be > 0, got {s.total_epochs}")
-            s = self.s = dataclasses.replace(
-                s, total_steps=steps_for_epochs(s.total_epochs, len(pool), s.train_batch_size)
-            )
-            log.info("%g epochs over %d training queries: %d steps", s.total_epochs, len(pool), s.total_steps)
-        self.sampler = PromptSampler(len(pool), s.seed)
+        # trainer.total_epochs, when set, decides the number of steps: ceil(total_epochs * pool / train_batch_size),
+        # the pool being the queries the run may train on (only the labelled ones for partial), as verl's
+        self.total_steps = t.total_steps
+        if t.total_epochs is not None:
+            if t.total_epochs <= 0:
+                raise ValueError(f"total_epochs must be > 0, got {t.total_epochs}")
+            self.total_steps = steps_for_epochs(t.total_epochs, len(pool), t.train_batch_size)
+            log.info("%g epochs over %d training queries: %d steps", t.total_epochs, len(pool), self.total_steps)
+        self.sampler = PromptSampler(len(pool), cfg.seed)
         self.optimizer = torch.optim.AdamW(
             [p for p in model.parameters() if p.requires_grad],
-            lr=s.lr,
-            betas=tuple(s.betas),
-            weight_decay=s.weight_decay,
+            lr=t.lr,
+            betas=tuple(t.betas),
+            weight_decay=t.weight_decay,
         )
-        warm = max(0, int(s.lr_warmup_steps))
+        warm = max(0, int(t.lr_warmup_steps))
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda step: min(1.0, (step + 1) / warm) if warm else 1.0
         )
@@ -194,30 +156,31 @@ class Trainer:
 
     def fit(self) -> list[dict[str, float]]:
         """Train to `total_steps` (resuming from `train/latest` when `resume=auto`); returns the metrics."""
+        tc = self.cfg.trainer
         self.train_dir.mkdir(parents=True, exist_ok=True)
-        if self.s.resume == "auto":
+        if tc.resume == "auto":
             self._maybe_resume()
-        elif self.s.resume != "disable":
-            raise ValueError(f"unknown trainer.resume={self.s.resume}; valid: auto, disable")
-        if self.step == 0 and self.s.val_before_train and self.validate:
+        elif tc.resume != "disable":
+            raise ValueError(f"unknown trainer.resume={tc.resume}; valid: auto, disable")
+        if self.step == 0 and tc.val_before_train and self.validate:
             self._log({"step": 0, **self._validate(0)})
-        bar = _Bar(self.s.progress, self.s.total_steps, self.step)
+        bar = _Bar(tc.progress, self.total_steps, self.step)
         with bar:
-            while self.step < self.s.total_steps:
+            while self.step < self.total_steps:
                 result = self.train_step()
                 self.step += 1
                 m = {"step": self.step, **result.metrics}
                 if (
                     self.validate
-                    and self.s.test_freq > 0
-                    and (self.step % self.s.test_freq == 0 or self.step == self.s.total_steps)
+                    and tc.test_freq > 0
+                    and (self.step % tc.test_freq == 0 or self.step == self.total_steps)
                 ):
                     m.update(self._validate(self.step))
                 improved = self._track_best_val(m)
                 self._log(m)
                 bar.update(m)
-                last = self.step == self.s.total_steps
-                if last or improved or (self.s.save_freq > 0 and self.step % self.s.save_freq == 0):
+                last = self.step == self.total_steps
+                if last or improved or (tc.save_freq > 0 and self.step % tc.save_freq == 0):
                     t = time.time()
                     self.save()
                     log.info("checkpoint global_step_%d (%.1fs)", self.step, time.time() - t)
@@ -227,7 +190,7 @@ class Trainer:
         """With keep_best_val: whether this step's validation beats every earlier one (the first of equals
         wins); such a step is checkpointed and its checkpoint kept."""
         value = m.get(BEST_VAL_KEY)
-        if not self.s.keep_best_val or value is None:
+        if not self.keep_best_val or value is None:
             return False
         if self.best_val is not None and value <= self.best_val["value"]:
             return False
@@ -243,7 +206,7 @@ class Trainer:
     def _validate(self, step: int) -> dict[str, float]:
         # validation samples with its own seed and must not move the training RNG (resume equality)
         devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
-        with torch.random.fork_rng(devices=devices), autocast_context(self.device, self.s.compute_dtype):
+        with torch.random.fork_rng(devices=devices), autocast_context(self.device, self.compute_dtype):
             return self.validate(step)
 
     def _log(self, m: dict[str, float]) -> None:
@@ -256,11 +219,16 @@ class Trainer:
     # ------------------------------------------------------------------------------------------ step
 
     def _generate(self, indices: list[int]) -> list[Group]:
-        s = self.s
+        r = self.cfg.rollout
         params = SamplingParams(
-            n=s.n, temperature=s.temperature, top_p=s.top_p, top_k=s.top_k, max_new_tokens=s.max_new_tokens, stop=s.stop
+            n=r.n,
+            temperature=r.temperature,
+            top_p=r.top_p,
+            top_k=r.top_k,
+            max_new_tokens=r.max_new_tokens,
+            stop=tuple(r.stop),
         )
-        with autocast_context(self.device, s.compute_dtype):
+        with autocast_context(self.device, self.compute_dtype):
             out = self.engine.generate([self.prompts[i] for i in indices], params)
         return [
             Group(
@@ -273,7 +241,7 @@ class Trainer:
         ]
 
     def _context(self) -> RewardContext:
-        return RewardContext(self.gt, self.grader, self.step, self.s.max_new_tokens)
+        return RewardContext(self.gt, self.grader, self.step, self.cfg.rollout.max_new_tokens)
 
     def collect_groups(self, timing: dict[str, float]) -> tuple[list[Group], list[Group], int]:
         """Generate and reward until `train_batch_size` groups qualify (dynamic sampling) or the budget ends.
@@ -281,13 +249,13 @@ class Trainer:
         Returns:
             (trained groups, every generated group, number of generation batches).
         """
-        s = self.s
+        fg, batch_size = self.cfg.algo.filter_groups, self.cfg.trainer.train_batch_size
         kept: list[Group] = []
         generated: list[Group] = []
         batches = 0
         while True:
             t = time.time()
-            groups = self._generate(self.sampler.next(s.gen_batch_size))
+            groups = self._generate(self.sampler.next(self.gen_batch_size))
             timing["gen"] += time.time() - t
             t = time.time()
             self.pipeline.score(groups, self._context())
@@ -295,25 +263,25 @@ class Trainer:
             generated += groups
             batches += 1
             judged = [g for g in groups if g.judged]
-            if s.filter_groups:
+            if fg.enable:
                 # on the binary outcome, never on a shaped score (shaped all-fail groups would survive)
                 judged = [g for g, ok in zip(judged, mixed_groups([g.outcome for g in judged])) if ok]
             kept += judged
-            if not s.filter_groups or len(kept) >= s.train_batch_size:
+            if not fg.enable or len(kept) >= batch_size:
                 break
-            if 0 < s.max_num_gen_batches <= batches:
+            if 0 < fg.max_num_gen_batches <= batches:
                 log.warning(
                     "dynamic sampling: %d of %d groups after %d generation batches; training on those",
                     len(kept),
-                    s.train_batch_size,
+                    batch_size,
                     batches,
                 )
                 break
-        return kept[: s.train_batch_size], generated, batches
+        return kept[:batch_size], generated, batches
 
     def train_step(self) -> StepResult:
         """One RL step; returns its metrics."""
-        s = self.s
+        t_cfg = self.cfg.trainer
         t_step = time.time()
         timing = {"gen": 0.0, "reward": 0.0, "old_log_prob": 0.0, "ref": 0.0, "adv": 0.0, "update_actor": 0.0}
         groups, generated, n_batches = self.collect_groups(timing)
@@ -330,20 +298,22 @@ class Trainer:
 
         rollouts = [r for g in groups for r in g.rollouts]
         gids = [i for i, g in enumerate(groups) for _ in g.rollouts]
-        batch = build_batch(rollouts, gids, [0.0] * len(rollouts), self.tokenizer.pad_token_id, s.mask_truncated)
+        batch = build_batch(
+            rollouts, gids, [0.0] * len(rollouts), self.tokenizer.pad_token_id, self.cfg.algo.mask_truncated_completions
+        )
         batch = batch.to(self.device)
 
         # the no-grad scoring pass: needed when the update is not purely on-policy (several optimiser steps
         # or epochs), or when a reward component wants hidden states; otherwise old = current, detached
         request = self.pipeline.hidden_state_request()
-        n_mini = s.train_batch_size // s.ppo_mini_batch_size
+        n_mini = t_cfg.train_batch_size // t_cfg.ppo_mini_batch_size
         positions = None
         if request is not None:
             t = time.time()
             positions = torch.tensor(request.positions(rollouts), dtype=torch.long)
             timing["hidden_positions"] = time.time() - t
         hidden = None
-        if n_mini > 1 or s.ppo_epochs > 1 or request is not None:
+        if n_mini > 1 or t_cfg.ppo_epochs > 1 or request is not None:
             t = time.time()
             batch.old_log_prob, hidden = self._score(self.model, batch, positions)
             timing["old_log_prob"] = time.time() - t
@@ -358,7 +328,7 @@ class Trainer:
         )
         metrics.update(shape_metrics)
         batch.scores = torch.tensor([x for g in groups for x in g.score], dtype=torch.float32, device=self.device)
-        adv = grpo_advantages(batch.scores.cpu(), gids, s.norm_adv_by_std).to(self.device)
+        adv = self.adv_estimator.outcome(batch.scores.cpu(), gids, self.cfg.algo).to(self.device)
         batch.advantages = adv.unsqueeze(1) * batch.response_mask
         timing["adv"] = time.time() - t
         metrics.update(
@@ -416,14 +386,15 @@ class Trainer:
         model.eval()
         logps, hiddens = [], []
         try:
-            for start in range(0, len(batch), self.s.micro_batch_size):
-                idx = list(range(start, min(start + self.s.micro_batch_size, len(batch))))
+            micro = self.cfg.trainer.micro_batch_size
+            for start in range(0, len(batch), micro):
+                idx = list(range(start, min(start + micro, len(batch))))
                 out = forward_batch(
                     model,
                     batch.select(idx),
-                    self.s.temperature,
+                    self.cfg.rollout.temperature,
                     hidden_positions=None if positions is None else positions[idx],
-                    compute_dtype=self.s.compute_dtype,
+                    compute_dtype=self.compute_dtype,
                 )
                 logps.append(out.log_prob)
                 if out.hidden_states is not None:
@@ -433,10 +404,11 @@ class Trainer:
         return torch.cat(logps), (torch.cat(hiddens) if hiddens else None)
 
     def _update(self, batch: RolloutBatch, groups: list[Group], n_mini: int) -> dict[str, float]:
-        s = self.s
+        a, t = self.cfg.algo, self.cfg.trainer
         self.model.train()
-        need_entropy = s.use_entropy_advantage or s.entropy_coeff != 0
-        agg = dict(loss_agg_mode=s.loss_agg_mode)
+        token_adv = self.adv_estimator.token
+        need_entropy = token_adv is not None or a.entropy_coeff != 0
+        agg = dict(loss_agg_mode=a.loss_agg_mode)
         sums: dict[str, float] = {}
         counts: dict[str, float] = {}
 
@@ -449,59 +421,52 @@ class Trainer:
         for i, g in enumerate(groups):
             rows_of[i] = list(range(start, start + len(g.rollouts)))
             start += len(g.rollouts)
-        for _ in range(s.ppo_epochs):
+        for _ in range(t.ppo_epochs):
             order = list(range(len(groups)))
-            if s.ppo_epochs > 1:
+            if t.ppo_epochs > 1:
                 order = torch.randperm(len(groups)).tolist()
             for m in range(n_mini):
-                mini_groups = order[m * s.ppo_mini_batch_size : (m + 1) * s.ppo_mini_batch_size]
+                mini_groups = order[m * t.ppo_mini_batch_size : (m + 1) * t.ppo_mini_batch_size]
                 rows = [r for gi in mini_groups for r in rows_of[gi]]
                 if not rows:
                     continue
                 mb = batch.select(rows)
                 norm = dict(
-                    num_tokens=mb.response_mask.sum().item(), num_seqs=len(mb), norm_length=float(s.max_new_tokens)
+                    num_tokens=mb.response_mask.sum().item(),
+                    num_seqs=len(mb),
+                    norm_length=float(self.cfg.rollout.max_new_tokens),
                 )
                 self.optimizer.zero_grad(set_to_none=True)
                 mb_loss = mb_pg = 0.0
-                for mstart in range(0, len(mb), s.micro_batch_size):
-                    mu = mb.select(list(range(mstart, min(mstart + s.micro_batch_size, len(mb)))))
+                for mstart in range(0, len(mb), t.micro_batch_size):
+                    mu = mb.select(list(range(mstart, min(mstart + t.micro_batch_size, len(mb)))))
                     out = forward_batch(
-                        self.model, mu, s.temperature, with_entropy=need_entropy, compute_dtype=s.compute_dtype
+                        self.model,
+                        mu,
+                        self.cfg.rollout.temperature,
+                        with_entropy=need_entropy,
+                        compute_dtype=self.compute_dtype,
                     )
                     adv = mu.advantages
-                    if s.use_entropy_advantage:
-                        adv = (
-                            entropy_advantage(adv, out.entropy, s.entropy_advantage_coef, s.entropy_advantage_cap_ratio)
-                            * mu.response_mask
-                        )
+                    if token_adv is not None:
+                        adv = token_adv(adv, out.entropy, a) * mu.response_mask
                     old = mu.old_log_prob if mu.old_log_prob is not None else out.log_prob.detach()
-                    pg_loss, stats = policy_loss(
-                        out.log_prob,
-                        old,
-                        adv,
-                        mu.response_mask,
-                        s.clip_ratio_low,
-                        s.clip_ratio_high,
-                        s.clip_ratio_c,
-                        **agg,
-                        **norm,
-                    )
+                    pg_loss, stats = self.policy_loss(out.log_prob, old, adv, mu.response_mask, a, **agg, **norm)
                     loss = pg_loss
                     w = mu.response_mask.sum().item()
                     if out.entropy is not None:
-                        ent = agg_loss(out.entropy, mu.response_mask, s.loss_agg_mode, **norm)
-                        if s.entropy_coeff != 0:
-                            loss = loss - s.entropy_coeff * ent
+                        ent = agg_loss(out.entropy, mu.response_mask, a.loss_agg_mode, **norm)
+                        if a.entropy_coeff != 0:
+                            loss = loss - a.entropy_coeff * ent
                         add("actor/entropy", ent.item())
                     if mu.ref_log_prob is not None:
                         kl = agg_loss(
-                            kl_penalty(out.log_prob, mu.ref_log_prob, s.kl_loss_type),
+                            self.kl_estimator(out.log_prob, mu.ref_log_prob),
                             mu.response_mask,
-                            s.loss_agg_mode,
+                            a.loss_agg_mode,
                             **norm,
                         )
-                        loss = loss + s.kl_loss_coef * kl
+                        loss = loss + self.kl_coef * kl
                         add("actor/kl_loss", kl.item())
                     loss.backward()
                     mb_loss += loss.item()
@@ -509,7 +474,7 @@ class Trainer:
                     add("actor/pg_clipfrac", stats["clipfrac"].item(), w)
                     add("actor/pg_clipfrac_lower", stats["clipfrac_lower"].item(), w)
                     add("actor/ppo_kl", stats["approx_kl"].item(), w)
-                grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), s.grad_clip)
+                grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), t.grad_clip)
                 if torch.isfinite(grad_norm):
                     self.optimizer.step()
                 else:
@@ -524,7 +489,7 @@ class Trainer:
         # entropy and KL were added once per micro-batch as shares of the mini-batch: sum, not average
         for key in ("actor/entropy", "actor/kl_loss"):
             if key in sums:
-                out[key] = sums[key] / max(1, n_mini * s.ppo_epochs)
+                out[key] = sums[key] / max(1, n_mini * t.ppo_epochs)
         out["actor/lr"] = lr
         return out
 
@@ -574,7 +539,7 @@ class Trainer:
                 "best_val": self.best_val,
             },
             self.pipeline.state_dict(),
-            keep=self.s.max_ckpt_to_keep,
+            keep=self.cfg.trainer.max_ckpt_to_keep,
             protect=frozenset() if self.best_val is None else frozenset({int(self.best_val["step"])}),
         )
 

@@ -13,7 +13,6 @@ Writes `eval/results_<ts>.json` (per-benchmark and sample-weighted metrics, mode
 from __future__ import annotations
 
 import logging
-import random
 import time
 from pathlib import Path
 from typing import Any
@@ -22,66 +21,12 @@ from omegaconf import DictConfig, OmegaConf
 
 from memrl.errors import UserError
 from memrl.eval.runner import EvalSettings
+from memrl.grading.build import build_grader
+from memrl.rollout.build import build_engine
 from memrl.run_dir import RunDir
+from memrl.stages.common import seed_everything
 
 log = logging.getLogger(__name__)
-
-
-def seed_everything(seed: int) -> None:
-    """Seed Python, NumPy and torch RNGs."""
-    import numpy as np
-    import torch
-
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-
-
-def build_engine(rollout_cfg: Any, model: Any, tokenizer: Any) -> Any:
-    """The rollout engine named by `rollout.engine`."""
-    engine = str(rollout_cfg.engine)
-    if engine == "hf":
-        from memrl.rollout.hf_engine import HFEngine
-
-        return HFEngine(model, tokenizer, batch_size=int(rollout_cfg.batch_size))
-    if engine == "vllm":
-        from memrl.rollout.vllm_engine import VLLMEngine
-
-        return VLLMEngine(
-            model,
-            tokenizer,
-            batch_size=int(rollout_cfg.batch_size),
-            gpu_memory_utilization=float(rollout_cfg.gpu_memory_utilization),
-            kv_cache_gb=rollout_cfg.kv_cache_gb,
-            enforce_eager=bool(rollout_cfg.enforce_eager),
-            max_model_len=rollout_cfg.max_model_len,
-            dtype=str(rollout_cfg.dtype),
-            sleep=bool(rollout_cfg.sleep),
-        )
-    raise UserError(f"unknown rollout.engine={engine}; valid: hf, vllm")
-
-
-def build_grader(cfg: DictConfig) -> Any:
-    """The grader of `cfg.grading` (a context manager: it owns worker processes)."""
-    from memrl.grading import Grader
-    from memrl.sandbox import Limits, SandboxPool
-
-    sb = cfg.grading.sandbox
-    limits = Limits(
-        timeout_s=float(sb.timeout_s),
-        cpu_s=int(sb.cpu_s),
-        memory_mb=int(sb.memory_mb),
-        processes=int(sb.processes),
-        open_files=int(sb.open_files),
-        file_mb=int(sb.file_mb),
-        output_kb=int(sb.output_kb),
-    )
-    return Grader(
-        num_workers=int(cfg.grading.num_workers),
-        timeout_s=float(cfg.grading.timeout_s),
-        answer_formats=[getattr(f, "value", f) for f in cfg.grading.answer_formats],
-        sandbox=SandboxPool(limits, workers=int(sb.workers), isolation=str(sb.isolation)),
-    )
 
 
 def settings_from_config(cfg: DictConfig, prompt_style: str) -> EvalSettings:
@@ -155,7 +100,7 @@ def evaluate_model(
 
     with (
         _progress(total) as advance,
-        build_grader(cfg) as grader,
+        build_grader(cfg.grading) as grader,
     ):
         for name, problems in sets.items():
             tb = time.time()

@@ -14,17 +14,49 @@ so the three stages and `memrl train` agree on them.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
 import logging
+import shutil
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import torch
 from omegaconf import DictConfig
+from rich.console import Console
+from rich.table import Table
 
+from memrl.data.loaders import load_problems
 from memrl.errors import UserError
+from memrl.grading.build import build_grader
+from memrl.memreward.artifacts import (
+    GNN_DONE,
+    GRAPH_DONE,
+    ROLE_FILES,
+    WARMUP_PARTS,
+    build_encoder,
+    fit_settings,
+    gnn_dir,
+    graph_dir,
+    load_graph_inputs,
+    make_model,
+    memory_dir,
+    model_spec,
+)
+from memrl.memreward.embed import build_inputs, group_labels, memory_groups
+from memrl.memreward.graph import MemoryGraph
+from memrl.memreward.memory import DONE, ExperienceMemory
+from memrl.memreward.metrics import binary_metrics
+from memrl.memreward.training import fit, predict_proba, supervised_graph
+from memrl.memreward.warmup import build_memory, plan_memory
+from memrl.policy.load import load_policy
+from memrl.rollout.build import build_engine
+from memrl.rollout.records import SamplingParams
 from memrl.run_dir import RunDir
+from memrl.stages.common import load_training_data, prompt_builder
+from memrl.utils.io import atomic_torch_save, atomic_write_json
+from memrl.utils.progress import progress_bar
 
 log = logging.getLogger(__name__)
 
@@ -33,14 +65,8 @@ def _value(x: Any) -> Any:
     return getattr(x, "value", x)
 
 
-def memory_dir(run_dir: RunDir) -> Path:
-    return Path(run_dir.root) / "memory"
-
-
 def warmup_params(cfg: DictConfig) -> Any:
     """Sampling parameters of the warm-up rollouts (reward.memreward.warmup, falling back on rollout.*)."""
-    from memrl.rollout.records import SamplingParams
-
     w = cfg.reward.memreward.warmup
     return SamplingParams(
         n=int(w.n),
@@ -61,11 +87,6 @@ def run_rollout(cfg: DictConfig, run_dir: RunDir, policy: tuple[Any, Any, Any] |
         policy: (engine, prompt_fn, grader) when the caller (memrl train) already has them; else they are
             built from the config.
     """
-    import time
-
-    from memrl.memreward.memory import DONE, ExperienceMemory
-    from memrl.memreward.warmup import build_memory, plan_memory
-    from memrl.stages.train import load_training_data
 
     if cfg.reward.memreward.get("warmup_from"):
         reuse_warmup(str(cfg.reward.memreward.warmup_from), run_dir)
@@ -99,8 +120,6 @@ def run_rollout(cfg: DictConfig, run_dir: RunDir, policy: tuple[Any, Any, Any] |
     )
     t0 = time.time()
     with _policy_or(cfg, policy) as (engine, prompt_fn, grader):
-        from memrl.utils.progress import progress_bar
-
         bar = progress_bar("rollout") if cfg.trainer.progress else None
         if bar is not None:
             bar.start()
@@ -139,7 +158,6 @@ def run_rollout(cfg: DictConfig, run_dir: RunDir, policy: tuple[Any, Any, Any] |
 
 
 def _memory_val_split(cfg: DictConfig) -> list[Any]:
-    from memrl.data.loaders import load_problems
 
     mr = cfg.reward.memreward
     if str(mr.val_source) != "split" or cfg.data.val_set is None:
@@ -154,89 +172,19 @@ def _policy_or(cfg: DictConfig, given: tuple[Any, Any, Any] | None) -> Iterator[
     if given is not None:
         yield given
         return
-    from memrl.data.templates import format_prompt, resolve_style
-    from memrl.policy.load import load_policy
-    from memrl.stages.evaluate import build_engine, build_grader
-
     model, tokenizer, _ = load_policy(cfg.model, cfg.paths.cache_dir)
-    style = resolve_style(cfg.model.prompt_style, tokenizer)
-    answer_format = str(_value(cfg.data.answer_format))
-
-    def prompt_fn(p: Any) -> str:
-        return format_prompt(p, tokenizer, style, answer_format, cfg.model.system_prompt)
-
-    with build_grader(cfg) as grader:
+    prompt_fn, _ = prompt_builder(cfg, tokenizer)
+    with build_grader(cfg.grading) as grader:
         yield build_engine(cfg.rollout, model, tokenizer), prompt_fn, grader
-
-
-def check_memreward_config(cfg: DictConfig) -> None:
-    """Fail early, with the key's name, on values the stages would only reject later."""
-    from memrl.memreward.gnn import MODEL_KINDS
-    from memrl.memreward.graph import DIRECTIONS
-    from memrl.memreward.training import SELECT_BY
-    from memrl.rewards.memreward import REWARD_MODES
-
-    mr = cfg.reward.memreward
-    for key, value, valid in [
-        ("direction", mr.direction, DIRECTIONS),
-        ("reward_mode", mr.reward_mode, REWARD_MODES),
-        ("gnn.select_by", mr.gnn.select_by, SELECT_BY),
-        ("reward_model", mr.reward_model, MODEL_KINDS),
-    ]:
-        if str(value) not in valid:
-            raise UserError(f"unknown reward.memreward.{key}={value}; valid: {', '.join(valid)}")
-    if int(mr.refresh_epochs) < 1:
-        raise UserError(f"reward.memreward.refresh_epochs must be >= 1, got {mr.refresh_epochs}")
-    if int(mr.refresh_every) < 1:
-        raise UserError(f"reward.memreward.refresh_every must be >= 1, got {mr.refresh_every}")
-    if int(mr.k) < 1:
-        raise UserError(f"reward.memreward.k must be >= 1, got {mr.k}")
-    if mr.abstain_band is not None:
-        lo, hi = (float(x) for x in mr.abstain_band)
-        if not 0.0 <= lo < hi <= 1.0:
-            raise UserError(
-                f"reward.memreward.abstain_band must be [low, high] with 0 <= low < high <= 1, got {list(mr.abstain_band)}"
-            )
 
 
 # ---------------------------------------------------------------------------------------------------
 # memrl graph: embeddings and answer features of the memory (graph/)
 
-GRAPH_DONE, GNN_DONE = "done.json", "report.json"
-ROLE_FILES = {"train": "inputs_train.pt", "val": "inputs_val.pt", "report": "inputs_report.pt"}
-
-
-def graph_dir(run_dir: RunDir) -> Path:
-    return Path(run_dir.root) / "graph"
-
-
-def gnn_dir(run_dir: RunDir) -> Path:
-    return Path(run_dir.root) / "gnn"
-
-
-def build_encoder(cfg: DictConfig) -> Any:
-    """The sentence encoder of reward.memreward (the packaged all-MiniLM-L6-v2 unless encoder_path is set)."""
-    import torch
-
-    from memrl.memreward.encoder import TextEncoder
-
-    mr = cfg.reward.memreward
-    # on a GPU machine the encoder runs there too: online, it embeds every unlabelled rollout of a step
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    return TextEncoder(mr.encoder_path, device=device, batch_size=int(mr.encoder_batch_size))
-
 
 def run_graph(cfg: DictConfig, run_dir: RunDir, encoder: Any = None) -> dict[str, Any]:
     """Embed the memory into `graph/` unless it is complete: one GraphInputs per role, and the label
     tensors of the validation and report rollouts (kept apart from the inputs: only metrics read them)."""
-    import time
-
-    import torch
-
-    from memrl.memreward.embed import build_inputs, group_labels, memory_groups
-    from memrl.memreward.graph import MemoryGraph
-    from memrl.memreward.memory import ExperienceMemory
-    from memrl.utils.io import atomic_torch_save, atomic_write_json
 
     folder = graph_dir(run_dir)
     if (folder / GRAPH_DONE).is_file():
@@ -281,75 +229,8 @@ def run_graph(cfg: DictConfig, run_dir: RunDir, encoder: Any = None) -> dict[str
     return info
 
 
-def load_graph_inputs(run_dir: RunDir) -> tuple[dict[str, Any], dict[str, Any]]:
-    """({role: GraphInputs}, {role: [R] labels of val / report rollouts}) from `graph/`."""
-    import torch
-
-    from memrl.errors import DataError
-    from memrl.memreward.graph import GraphInputs
-
-    folder = graph_dir(run_dir)
-    if not (folder / GRAPH_DONE).is_file():
-        raise DataError(f"no complete memory graph in {folder} (run `memrl graph --run {run_dir.root}`)")
-    inputs = {
-        role: GraphInputs.from_dict(torch.load(folder / name, map_location="cpu", weights_only=True))
-        for role, name in ROLE_FILES.items()
-    }
-    return inputs, torch.load(folder / "labels.pt", map_location="cpu", weights_only=True)
-
-
 # ---------------------------------------------------------------------------------------------------
 # memrl gnn: train and select the reward GNN, compare with the baselines (gnn/)
-
-
-def fit_settings(cfg: DictConfig) -> Any:
-    from memrl.memreward.training import FitSettings
-
-    g = cfg.reward.memreward.gnn
-    return FitSettings(
-        lr=float(g.lr),
-        max_epochs=int(g.max_epochs),
-        eval_every=int(g.eval_every),
-        patience=int(g.patience),
-        min_epochs=int(g.min_epochs),
-        restarts=int(g.restarts),
-        select_by=str(g.select_by),
-        seed=int(g.seed),
-        threshold=float(cfg.reward.memreward.threshold),
-    )
-
-
-def model_spec(cfg: DictConfig, kind: str, inputs: Any) -> dict[str, Any]:
-    """What `build_model` needs to rebuild a model of `kind` for these inputs (saved next to its weights)."""
-    from memrl.memreward.graph import COMPETES_WITH, EDGE_TYPES
-
-    g, mr = cfg.reward.memreward.gnn, cfg.reward.memreward
-    edge_types = [list(et) for et in EDGE_TYPES if et != COMPETES_WITH or int(mr.think_k) > 0]
-    return {
-        "kind": kind,
-        "in_dim": int(inputs.query_emb.shape[1]),
-        "feat_dim": int(inputs.answer_feat.shape[1]),
-        "hidden": int(g.hidden),
-        "heads": int(g.heads),
-        "layers": int(g.layers),
-        "dropout": float(g.dropout),
-        "edge_types": edge_types,
-    }
-
-
-def make_model(spec: dict[str, Any]) -> Any:
-    from memrl.memreward.gnn import build_model
-
-    return build_model(
-        spec["kind"],
-        spec["in_dim"],
-        spec["feat_dim"],
-        spec["hidden"],
-        spec["heads"],
-        spec["layers"],
-        spec["dropout"],
-        edge_types=[tuple(et) for et in spec["edge_types"]],
-    )
 
 
 def run_gnn(cfg: DictConfig, run_dir: RunDir) -> dict[str, Any]:
@@ -359,12 +240,6 @@ def run_gnn(cfg: DictConfig, run_dir: RunDir) -> dict[str, Any]:
     exactly as online queries are; the report queries are attached the same way to the memory alone, so
     their predictions are the ones training would give them.
     """
-    import time
-
-    from memrl.memreward.graph import MemoryGraph
-    from memrl.memreward.metrics import binary_metrics
-    from memrl.memreward.training import predict_proba, supervised_graph
-    from memrl.utils.io import atomic_torch_save, atomic_write_json
 
     folder = gnn_dir(run_dir)
     if (folder / GNN_DONE).is_file():
@@ -437,11 +312,8 @@ def _fit_with_bar(
     cfg: DictConfig, kind: str, make: Any, graph: Any, train_mask: Any, val_mask: Any, settings: Any
 ) -> Any:
     """`training.fit` with a progress bar over restarts x max_epochs (early-stopped epochs count as done)."""
-    from memrl.memreward.training import fit
-
     if not cfg.trainer.progress:
         return fit(make, graph, train_mask, val_mask, settings)
-    from memrl.utils.progress import progress_bar
 
     bar = progress_bar(kind)
     bar.start()
@@ -454,9 +326,6 @@ def _fit_with_bar(
 
 def print_gnn_table(report: dict[str, Any]) -> None:
     """The reward-prediction table of `gnn/report.json` on the held-out (report) queries."""
-    from rich.console import Console
-    from rich.table import Table
-
     split = report["report_on"]
     n_q = report["report_queries"] if split == "report" else report["val_queries"]
     table = Table(
@@ -477,9 +346,6 @@ def print_gnn_table(report: dict[str, Any]) -> None:
 # memrl train reward=memreward: the warm-up stages, then the online component
 
 
-WARMUP_PARTS = ("memory", "graph", "gnn")
-
-
 def reuse_warmup(source: str | Path, run_dir: RunDir) -> None:
     """Copy another run's finished warm-up (memory/, graph/, gnn/) into this run directory, where the
     warm-up stages then find it done; parts this run already has are kept.
@@ -487,9 +353,6 @@ def reuse_warmup(source: str | Path, run_dir: RunDir) -> None:
     Raises:
         UserError: the source has no finished warm-up.
     """
-    import shutil
-
-    from memrl.memreward.memory import DONE
 
     src = Path(source).expanduser()
     done = {"memory": src / "memory" / DONE, "graph": src / "graph" / GRAPH_DONE, "gnn": src / "gnn" / GNN_DONE}
@@ -517,45 +380,3 @@ def run_warmup(cfg: DictConfig, run_dir: RunDir, policy: tuple[Any, Any, Any] | 
     graph = run_graph(cfg, run_dir, encoder)
     report = run_gnn(cfg, run_dir)
     return {"memory": memory, "graph": graph, "gnn": report, "encoder": encoder}
-
-
-def memreward_component(cfg: DictConfig, run_dir: RunDir, policy: tuple[Any, Any, Any]) -> Any:
-    """The online MemReward component of a training run, after the warm-up (run here if needed)."""
-    import torch
-
-    from memrl.memreward.predictor import RewardPredictor
-    from memrl.rewards.memreward import MemRewardReward
-
-    warm = run_warmup(cfg, run_dir, policy)
-    inputs, labels = load_graph_inputs(run_dir)
-    kind = str(cfg.reward.memreward.reward_model)
-    path = gnn_dir(run_dir) / f"{kind}.pt"
-    if not path.is_file():
-        raise UserError(
-            f"reward.memreward.reward_model={kind}, but {path} is missing: this run's `memrl gnn` did not train it; "
-            "rerun it with reward.memreward.baselines=true (or in a new run directory)"
-        )
-    saved = torch.load(path, map_location="cpu", weights_only=True)
-    model = make_model(saved["spec"])
-    model.load_state_dict(saved["state_dict"])
-    mr = cfg.reward.memreward
-    predictor = RewardPredictor(
-        model, saved["spec"], inputs["train"], warm["encoder"], int(mr.k), str(mr.direction), int(mr.think_k)
-    )
-    band = None if mr.abstain_band is None else tuple(float(x) for x in mr.abstain_band)
-    growth = None
-    if mr.grow_memory:
-        from memrl.rewards.memreward import MemoryGrowth
-
-        # a refresh starts from trained weights: a short fine-tune, no epoch floor, one run
-        refresh = dataclasses.replace(fit_settings(cfg), max_epochs=int(mr.refresh_epochs), min_epochs=0, restarts=1)
-        growth = MemoryGrowth(int(mr.refresh_every), inputs["val"], labels["val"], refresh)
-    return MemRewardReward(predictor, str(mr.reward_mode), float(mr.threshold), band, growth)
-
-
-def warmup_labels(run_dir: RunDir) -> dict[str, Any]:
-    """The labels the warm-up read: {"labelled_ids": [...], "extra_validation_ids": [...]} (from memory/)."""
-    from memrl.memreward.memory import DONE
-
-    info = json.loads((memory_dir(run_dir) / DONE).read_text())
-    return info["labels"]

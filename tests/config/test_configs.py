@@ -108,7 +108,7 @@ def test_every_train_option_composes(compose_eval, group, option):
 
 def test_train_defaults_are_the_dapo_cpu_preset(compose_eval):
     cfg = compose_eval(config_name="train")
-    assert cfg.algo.name == "dapo" and cfg.reward.name == "oracle"
+    assert cfg.hydra.runtime.choices.algo == "dapo" and cfg.reward.name == "oracle"
     assert (cfg.algo.clip_ratio_low, cfg.algo.clip_ratio_high, cfg.algo.clip_ratio_c) == (0.2, 0.28, 10.0)
     assert cfg.algo.loss_agg_mode == "token-mean" and cfg.algo.filter_groups.enable
     assert cfg.algo.filter_groups.metric == "acc" and not cfg.algo.use_kl_loss
@@ -134,8 +134,8 @@ def test_every_meds_arm_composes(compose_eval, arm):
     cfg = compose_eval(f"+arm={arm}", config_name="train")
     want = {"dapo": ("dapo", "none"), "grpo": ("grpo", "none"), "grpo_entropy": ("grpo_entropy", "none")}
     algo, target = want.get(arm, ("dapo", "wrong"))
-    assert (cfg.algo.name, cfg.meds.enable, cfg.meds.penalty_target) == (algo, True, target)
-    assert cfg.algo.use_entropy_advantage == (arm == "grpo_entropy")
+    assert (cfg.hydra.runtime.choices.algo, cfg.meds.enable, cfg.meds.penalty_target) == (algo, True, target)
+    assert (cfg.algo.adv_estimator == "grpo_entropy") == (arm == "grpo_entropy")
     # the ablations change one thing each
     m = cfg.meds
     assert (m.cluster_method, m.layer_diff, m.last_n_layers) == {

@@ -121,7 +121,7 @@ def test_meds_job_has_the_papers_recipe(compose_eval, name, key, value):
 
 def test_meds_file_without_an_arm_is_the_method(compose_eval):
     cfg = compose_eval("experiment=paper/meds_qwen3-1.7b", config_name="train")
-    assert cfg.algo.name == "dapo" and cfg.meds.penalty_target == "wrong"
+    assert cfg.hydra.runtime.choices.algo == "dapo" and cfg.meds.penalty_target == "wrong"
 
 
 # --------------------------------------------------------------------------------------------------- two steps

@@ -39,7 +39,7 @@ def test_sweep_params_folder_and_scale(compose_eval, tmp_path, name):
     if name.startswith("meds"):
         assert cfg.data.synthetic.train_size == 64 and cfg.eval.n == 16
     else:  # the MemReward paper's recipe: GRPO with a KL loss, 8 rollouts
-        assert cfg.algo.name == "grpo" and cfg.algo.use_kl_loss and cfg.rollout.n == 8
+        assert cfg.hydra.runtime.choices.algo == "grpo" and cfg.algo.use_kl_loss and cfg.rollout.n == 8
         assert cfg.data.synthetic.train_size == 800 and cfg.reward.memreward.gnn.hidden == 128
         assert cfg.reward.name == ("oracle" if name == "memreward" else "memreward")
 
@@ -53,9 +53,11 @@ def test_every_job_composes(compose_eval, name, key, value):
     if key == "reward":
         assert cfg.reward.name == value.removesuffix("_grow")
         assert cfg.reward.memreward.grow_memory == (value == "memreward_grow")
-        assert cfg.algo.name == "grpo" and cfg.reward.label_ratio == (1.0 if value == "oracle" else 0.2)
+        assert cfg.hydra.runtime.choices.algo == "grpo" and cfg.reward.label_ratio == (
+            1.0 if value == "oracle" else 0.2
+        )
     elif key == "+arm":
-        assert cfg.algo.name == {"grpo": "grpo", "grpo_entropy": "grpo_entropy"}.get(value, "dapo")
+        assert cfg.hydra.runtime.choices.algo == {"grpo": "grpo", "grpo_entropy": "grpo_entropy"}.get(value, "dapo")
         assert cfg.meds.enable and (cfg.meds.penalty_target == "wrong") == value.startswith("dapo_meds")
     else:
         assert str(OmegaConf.select(cfg, key)) == value

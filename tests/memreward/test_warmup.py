@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 
+from memrl.data.labels import GroundTruth, UnlabelledAccessError, nested_labelled_ids
 from memrl.data.problem import Problem
 from memrl.errors import DataError, UserError
 from memrl.grading import Grader
 from memrl.memreward.memory import ExperienceMemory
 from memrl.memreward.warmup import build_memory, plan_memory
-from memrl.rewards.labels import GroundTruth, UnlabelledAccessError, nested_labelled_ids
 from memrl.rollout.records import Rollout, SamplingParams
 
 

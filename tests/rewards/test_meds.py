@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 import torch
 
+from memrl.data.labels import GroundTruth
 from memrl.data.problem import Problem
 from memrl.grading import Grader
 from memrl.meds.memory import ErrorMemory
 from memrl.rewards.base import Group, RewardContext, ScoringOutputs
-from memrl.rewards.labels import GroundTruth
 from memrl.rewards.meds import MEDSShaper
 from memrl.rollout.records import Rollout
 
@@ -90,10 +90,11 @@ def test_penalties_come_from_past_steps_only():
 
 def test_meds_in_the_trainer_and_through_a_checkpoint(policy, tmp_path):
     """Real hidden states of the tiny policy through the trainer's scoring pass; memory state round-trips."""
+    from memrl.config.schema import train_config
     from memrl.data.templates import format_prompt
     from memrl.rewards.base import RewardPipeline
     from memrl.rewards.oracle import GroundTruthReward
-    from memrl.rl.trainer import Trainer, TrainSettings
+    from memrl.rl.trainer import Trainer
 
     model, tok = policy
     problems = [Problem(f"p{i}", f"Compute {i} + 2.", str(i + 2)) for i in range(4)]
@@ -121,21 +122,21 @@ def test_meds_in_the_trainer_and_through_a_checkpoint(policy, tmp_path):
             return out
 
     def trainer(resume):
-        settings = TrainSettings(
-            total_steps=2,
-            train_batch_size=4,
-            gen_batch_size=4,
-            ppo_mini_batch_size=4,
-            n=4,
-            max_new_tokens=16,
-            lr=1e-5,
-            progress=False,
-            resume=resume,
-            filter_groups=True,
+        cfg = train_config(
+            "trainer.total_steps=2",
+            "trainer.train_batch_size=4",
+            "trainer.gen_batch_size=4",
+            "trainer.ppo_mini_batch_size=4",
+            "rollout.n=4",
+            "rollout.max_new_tokens=16",
+            "trainer.lr=1e-5",
+            "trainer.progress=false",
+            f"trainer.resume={resume}",
+            "algo.filter_groups.enable=true",
         )
         shaper = MEDSShaper(tok, ErrorMemory(), last_n_layers=0)
         t = Trainer(
-            settings,
+            cfg,
             model,
             tok,
             Scripted(),
@@ -175,10 +176,10 @@ def test_meds_in_the_trainer_and_through_a_checkpoint(policy, tmp_path):
 
 def test_bad_meds_settings_name_the_key(compose_eval):
     from memrl.errors import UserError
-    from memrl.stages.train import build_reward_pipeline
+    from memrl.rewards.registry import BuildContext, build_reward_pipeline, check_reward_config
 
     tok = PieceTokenizer()
-    pipeline = build_reward_pipeline(compose_eval("meds=enabled", config_name="train"), tokenizer=tok)
+    pipeline = build_reward_pipeline(compose_eval("meds=enabled", config_name="train"), BuildContext(tokenizer=tok))
     assert [c.name for c in pipeline.components] == ["ground_truth", "meds"]
     for override, message in [
         ("meds.penalty_target=sometimes", "meds.penalty_target=sometimes; valid: wrong, right, both, none"),
@@ -186,5 +187,8 @@ def test_bad_meds_settings_name_the_key(compose_eval):
         ("meds.min_cluster_size=1", "meds.min_cluster_size must be >= 2"),
         ("meds.anchor_patterns=[]", "meds.anchor_patterns is empty"),
     ]:
+        cfg = compose_eval("meds=enabled", override, config_name="train")
         with pytest.raises(UserError, match=re.escape(message)):
-            build_reward_pipeline(compose_eval("meds=enabled", override, config_name="train"), tokenizer=tok)
+            check_reward_config(cfg)
+        with pytest.raises(UserError, match=re.escape(message)):
+            build_reward_pipeline(cfg, BuildContext(tokenizer=tok))

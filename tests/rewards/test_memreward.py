@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from memrl.data.labels import GroundTruth
 from memrl.data.problem import Problem
 from memrl.grading import Grader
 from memrl.memreward.embed import TextGroup, build_inputs
@@ -13,7 +14,6 @@ from memrl.memreward.encoder import TextEncoder
 from memrl.memreward.gnn import build_model
 from memrl.memreward.predictor import RewardPredictor
 from memrl.rewards.base import Group, RewardContext
-from memrl.rewards.labels import GroundTruth
 from memrl.rewards.memreward import MemRewardReward
 from memrl.rollout.records import Rollout
 

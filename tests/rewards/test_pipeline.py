@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from memrl.data.labels import GroundTruth, UnlabelledAccessError
 from memrl.data.problem import Problem
 from memrl.grading import Grader
 from memrl.rewards.base import Group, RewardComponent, RewardContext, RewardPipeline
-from memrl.rewards.labels import GroundTruth, UnlabelledAccessError
 from memrl.rewards.oracle import GroundTruthReward, OverlongPenalty
 from memrl.rollout.records import Rollout
 

@@ -1,8 +1,7 @@
 """GRPO / DAPO / Dr.GRPO formulas of `memrl.rl.core_algos` against hand-computed tensors.
 
 Every expected value is worked out by hand in the comment next to it (reference semantics: verl's
-`compute_grpo_outcome_advantage`, `agg_loss`, `compute_policy_loss_vanilla`, `kl_penalty`, DAPO's overlong
-buffer); no test re-implements the formula it checks.
+`compute_grpo_outcome_advantage`, `agg_loss`, `compute_policy_loss_vanilla`, `kl_penalty`); no test re-implements the formula it checks.
 """
 
 from __future__ import annotations
@@ -21,7 +20,6 @@ from memrl.rl.core_algos import (
     grpo_advantages,
     kl_penalty,
     mixed_groups,
-    overlong_penalty,
     policy_loss,
     token_log_probs,
 )
@@ -445,37 +443,6 @@ def test_token_log_probs_hand_example():
     out = token_log_probs(logits, labels)
     assert out.shape == (2, 2) and out.dtype == torch.float32
     close(out, [[-1.0986123, -1.3862944], [-0.4700036, -0.5108256]], atol=1e-6)
-
-
-# ---------------------------------------------------------------------------------------------------
-# overlong_penalty (DAPO): max 20, buffer 4 -> the buffer starts at 20 - 4 = 16
-
-
-def test_overlong_no_penalty_up_to_buffer_start():
-    # L <= 16: -(L - 16) / 4 >= 0 -> min(., 0) = 0
-    assert overlong_penalty(10, 20, 4) == 0.0
-    assert overlong_penalty(16, 20, 4) == 0.0
-
-
-def test_overlong_linear_inside_buffer():
-    # L=18: -(18 - 16) / 4 * 1 = -0.5 (half-way -> -factor/2);  L=17: -1/4 = -0.25
-    assert overlong_penalty(18, 20, 4) == pytest.approx(-0.5)
-    assert overlong_penalty(17, 20, 4) == pytest.approx(-0.25)
-    # factor 0.5: L=18 -> -2/4 * 0.5 = -0.25
-    assert overlong_penalty(18, 20, 4, factor=0.5) == pytest.approx(-0.25)
-    # MEDS settings (max 3072, buffer 512): L=2816 -> -(2816 - 2560) / 512 = -0.5
-    assert overlong_penalty(2816, 3072, 512) == pytest.approx(-0.5)
-
-
-def test_overlong_full_penalty_at_max():
-    # L=20: -(20 - 16) / 4 * factor = -factor
-    assert overlong_penalty(20, 20, 4) == pytest.approx(-1.0)
-    assert overlong_penalty(20, 20, 4, factor=0.5) == pytest.approx(-0.5)
-
-
-def test_overlong_buffer_zero_is_off():
-    assert overlong_penalty(20, 20, 0) == 0.0
-    assert overlong_penalty(25, 20, 0, factor=2.0) == 0.0
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -7,13 +7,14 @@ import dataclasses
 import pytest
 import torch
 
+from memrl.config.schema import train_config
+from memrl.data.labels import GroundTruth, UnlabelledAccessError, nested_labelled_ids
 from memrl.data.problem import Problem
 from memrl.data.templates import format_prompt
 from memrl.grading import Grader
 from memrl.rewards.base import Group, RewardComponent, RewardPipeline
-from memrl.rewards.labels import GroundTruth, UnlabelledAccessError, nested_labelled_ids
 from memrl.rewards.oracle import GroundTruthReward
-from memrl.rl.trainer import Trainer, TrainSettings
+from memrl.rl.trainer import Trainer
 from memrl.rollout.hf_engine import HFEngine
 from memrl.rollout.records import Rollout
 
@@ -50,23 +51,24 @@ class ScriptedEngine:
         return out
 
 
-def make_trainer(policy, problems, tmp_path, engine=None, labelled=None, components=None, validate=None, **overrides):
+def make_trainer(policy, problems, tmp_path, *overrides, engine=None, labelled=None, components=None, validate=None):
+    """A Trainer on the schema's defaults, a small batch, and `overrides` ("algo.clip_ratio_high=0.28")."""
     model, tok = policy
-    settings = TrainSettings(
-        total_steps=2,
-        train_batch_size=4,
-        gen_batch_size=4,
-        ppo_mini_batch_size=4,
-        n=4,
-        max_new_tokens=24,
-        lr=1e-3,
-        progress=False,
-        resume="disable",
+    cfg = train_config(
+        "trainer.total_steps=2",
+        "trainer.train_batch_size=4",
+        "trainer.gen_batch_size=4",
+        "trainer.ppo_mini_batch_size=4",
+        "rollout.n=4",
+        "rollout.max_new_tokens=24",
+        "trainer.lr=1e-3",
+        "trainer.progress=false",
+        "trainer.resume=disable",
+        *overrides,
     )
-    settings = dataclasses.replace(settings, **overrides)
     gt = GroundTruth(problems, labelled if labelled is not None else {p.id for p in problems})
     return Trainer(
-        settings,
+        cfg,
         model,
         tok,
         engine or HFEngine(model, tok),
@@ -86,7 +88,15 @@ def test_steps_change_parameters_and_raise_rewarded_log_probs(policy, synthetic_
     problems = synthetic_train[:4]
     # sample 0 and 1 of every group are right, 2 and 3 wrong
     engine = ScriptedEngine(policy[1], problems, lambda i, j, p: p.answer if j < 2 else int(p.answer) + 1)
-    tr = make_trainer(policy, problems, tmp_path, engine=engine, clip_ratio_low=10.0, clip_ratio_high=10.0, lr=1e-4)
+    tr = make_trainer(
+        policy,
+        problems,
+        tmp_path,
+        "algo.clip_ratio_low=10.0",
+        "algo.clip_ratio_high=10.0",
+        "trainer.lr=1e-4",
+        engine=engine,
+    )
     before = {k: v.clone() for k, v in tr.model.state_dict().items()}
     timing = dict.fromkeys(("gen", "reward"), 0.0)
     groups, _, _ = tr.collect_groups(timing)
@@ -124,7 +134,14 @@ def test_dynamic_sampling_keeps_mixed_groups_and_refills(policy, synthetic_train
         return int(p.answer) + 1
 
     engine = ScriptedEngine(policy[1], problems, answer)
-    tr = make_trainer(policy, problems, tmp_path, engine=engine, filter_groups=True, max_num_gen_batches=10)
+    tr = make_trainer(
+        policy,
+        problems,
+        tmp_path,
+        "algo.filter_groups.enable=true",
+        "algo.filter_groups.max_num_gen_batches=10",
+        engine=engine,
+    )
     result = tr.train_step()
     assert len(result.trained_groups) == 4
     assert all(0 < sum(g.outcome) < len(g.outcome) for g in result.trained_groups)
@@ -139,7 +156,14 @@ def test_dynamic_sampling_keeps_mixed_groups_and_refills(policy, synthetic_train
 def test_dynamic_sampling_stops_at_max_num_gen_batches(policy, synthetic_train, tmp_path):
     problems = synthetic_train[:8]
     engine = ScriptedEngine(policy[1], problems, lambda i, j, p: p.answer)  # never mixed
-    tr = make_trainer(policy, problems, tmp_path, engine=engine, filter_groups=True, max_num_gen_batches=3)
+    tr = make_trainer(
+        policy,
+        problems,
+        tmp_path,
+        "algo.filter_groups.enable=true",
+        "algo.filter_groups.max_num_gen_batches=3",
+        engine=engine,
+    )
     before = {k: v.clone() for k, v in tr.model.state_dict().items()}
     result = tr.train_step()
     assert engine.calls == 3 and result.trained_groups == []
@@ -189,12 +213,12 @@ def test_reward_path_never_reads_unlabelled_ground_truth(policy, synthetic_train
         policy,
         guarded,
         tmp_path,
+        "trainer.train_batch_size=8",
+        "trainer.gen_batch_size=8",
+        "trainer.ppo_mini_batch_size=8",
         engine=engine,
         labelled=labelled,
         components=[GroundTruthReward(), JudgesEverything()],
-        train_batch_size=8,
-        gen_batch_size=8,
-        ppo_mini_batch_size=8,
     )
     # metrics may read the truth of unlabelled queries, but only outside the reward path
     real_metrics_answer = tr.gt.metrics_answer
@@ -235,11 +259,15 @@ def test_resume_refuses_another_label_split(policy, synthetic_train, tmp_path):
     first = nested_labelled_ids([p.id for p in problems], 0.25, seed=1)
     tr = make_trainer(policy, problems, tmp_path, labelled=first)
     tr.save()
-    same = make_trainer(policy, problems, tmp_path, labelled=first, resume="auto")
+    same = make_trainer(policy, problems, tmp_path, "trainer.resume=auto", labelled=first)
     same._maybe_resume()
     assert same.step == 0
     other = make_trainer(
-        policy, problems, tmp_path, labelled=nested_labelled_ids([p.id for p in problems], 0.25, seed=2), resume="auto"
+        policy,
+        problems,
+        tmp_path,
+        "trainer.resume=auto",
+        labelled=nested_labelled_ids([p.id for p in problems], 0.25, seed=2),
     )
     with pytest.raises(UserError, match="another label split"):
         other._maybe_resume()
@@ -256,12 +284,12 @@ def test_total_epochs_sets_steps_from_the_training_pool(policy, synthetic_train,
         1,
     ]
     problems = list(synthetic_train[:16])
-    oracle = make_trainer(policy, problems, tmp_path / "o", total_epochs=2.0)
+    oracle = make_trainer(policy, problems, tmp_path / "o", "trainer.total_epochs=2.0")
     labelled = nested_labelled_ids([p.id for p in problems], 0.25, seed=1)
-    partial = make_trainer(policy, problems, tmp_path / "p", labelled=labelled, total_epochs=2.0)
-    assert (oracle.s.total_steps, partial.s.total_steps) == (8, 2)
+    partial = make_trainer(policy, problems, tmp_path / "p", "trainer.total_epochs=2.0", labelled=labelled)
+    assert (oracle.total_steps, partial.total_steps) == (8, 2)
     with pytest.raises(ValueError, match="total_epochs"):
-        make_trainer(policy, problems, tmp_path / "z", total_epochs=0.0)
+        make_trainer(policy, problems, tmp_path / "z", "trainer.total_epochs=0.0")
 
 
 def test_nested_label_split():
@@ -290,8 +318,9 @@ def test_best_validation_checkpoint_is_kept_and_survives_resume(policy, syntheti
         return {"val/greedy_acc": scripted[step]}
 
     problems = synthetic_train[:4]
-    common = dict(total_steps=4, test_freq=1, max_ckpt_to_keep=1, keep_best_val=True, validate=validate)
-    tr = make_trainer(policy, problems, tmp_path, **common)
+    common = ("trainer.total_steps=4", "trainer.test_freq=1", "trainer.max_ckpt_to_keep=1")
+    best = "trainer.final_checkpoint=best_val"
+    tr = make_trainer(policy, problems, tmp_path, *common, best, validate=validate)
     tr.fit()
     assert tr.best_val == {"step": 2, "value": 0.6}  # step 4 ties: the first of equals wins
     assert ckpt.list_checkpoints(tr.train_dir) == [2, 4]  # 1 and 3 pruned, 2 protected
@@ -304,11 +333,13 @@ def test_best_validation_checkpoint_is_kept_and_survives_resume(policy, syntheti
     w4 = load_file(str(tr.train_dir / "global_step_4" / "policy" / "model.safetensors"))
     assert any(not torch.equal(w2[k], w4[k]) for k in w2)  # two different policies were kept
 
-    resumed = make_trainer(policy, problems, tmp_path, **{**common, "total_steps": 5, "resume": "auto"})
+    resumed = make_trainer(
+        policy, problems, tmp_path, *common, best, "trainer.total_steps=5", "trainer.resume=auto", validate=validate
+    )
     resumed.fit()
     assert resumed.step == 5 and resumed.best_val == {"step": 2, "value": 0.6}
     assert ckpt.list_checkpoints(resumed.train_dir) == [2, 5]
 
-    plain = make_trainer(policy, problems, tmp_path / "plain", **{**common, "keep_best_val": False})
+    plain = make_trainer(policy, problems, tmp_path / "plain", *common, validate=validate)
     plain.fit()
     assert plain.best_val is None and ckpt.list_checkpoints(plain.train_dir) == [4]

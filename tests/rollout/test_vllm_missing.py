@@ -14,7 +14,7 @@ pytestmark = pytest.mark.skipif(
 
 
 def test_build_engine_names_the_fix_when_vllm_is_missing(compose_eval):
-    from memrl.stages.evaluate import build_engine
+    from memrl.rollout.build import build_engine
 
     cfg = compose_eval("rollout=vllm")
     assert cfg.rollout.engine == "vllm" and cfg.rollout.gpu_memory_utilization == 0.5 and cfg.rollout.sleep is True
@@ -26,7 +26,7 @@ def test_build_engine_names_the_fix_when_vllm_is_missing(compose_eval):
 
 
 def test_unknown_engine_lists_both(compose_eval):
-    from memrl.stages.evaluate import build_engine
+    from memrl.rollout.build import build_engine
 
     cfg = compose_eval("rollout.engine=sglang")
     with pytest.raises(UserError, match="valid: hf, vllm"):

@@ -114,21 +114,32 @@ def test_train_with_gnn_rewards_counts_labels(warm_run):
     assert state["memreward"]["growth"]["grown_rollouts"] % 4 == 0
 
 
+def online_reward(cfg, run_dir):
+    """The online MemReward component, built through the reward registry as `memrl train` builds it, after the
+    warm-up stages (each skipped when its artifacts exist)."""
+    from memrl.rewards.registry import BuildContext, build_reward_pipeline
+    from memrl.stages.memreward import run_warmup
+
+    ctx = BuildContext(run_dir=run_dir, warmup=lambda: run_warmup(cfg, run_dir, None))
+    ground_truth, component = build_reward_pipeline(cfg, ctx).components
+    assert ground_truth.name == "ground_truth"
+    return component
+
+
 @pytest.mark.parametrize("kind", ["mlp", "homogeneous", "no_think"])
 def test_an_ablation_scores_with_its_baseline_model(warm_run, compose_eval, kind):
     """reward.memreward.reward_model picks which model of gnn/ gives the online rewards (the paper's ablations)."""
     from memrl.run_dir import RunDir
-    from memrl.stages.memreward import memreward_component
 
     run, _ = warm_run
     cfg = compose_eval("reward=memreward", *ARGS, f"reward.memreward.reward_model={kind}", config_name="train")
-    component = memreward_component(cfg, RunDir(run), policy=None)  # the warm-up exists: no rollout needed
+    component = online_reward(cfg, RunDir(run))  # the warm-up exists: no rollout needed
     assert component.predictor.spec["kind"] == kind
 
 
 def test_unknown_reward_model_names_the_choices(compose_eval):
     from memrl.errors import UserError
-    from memrl.stages.memreward import check_memreward_config
+    from memrl.rewards.memreward import check_memreward_config
 
     cfg = compose_eval("reward=memreward", "reward.memreward.reward_model=forest", config_name="train")
     with pytest.raises(UserError, match="reward_model=forest; valid: gnn, homogeneous, no_think, mlp"):
@@ -141,14 +152,14 @@ def test_a_run_reuses_another_runs_warmup(warm_run, compose_eval, tmp_path):
     import torch
 
     from memrl.errors import UserError
+    from memrl.memreward.artifacts import load_graph_inputs
     from memrl.run_dir import RunDir
-    from memrl.stages.memreward import load_graph_inputs, memreward_component
 
     run, _ = warm_run
     other = tmp_path / "ood"
     other.mkdir()
     cfg = compose_eval("reward=memreward", *ARGS, f"reward.memreward.warmup_from={run}", config_name="train")
-    component = memreward_component(cfg, RunDir(other), policy=None)
+    component = online_reward(cfg, RunDir(other))
     for part, done in (("memory", "done.json"), ("graph", "done.json"), ("gnn", "report.json")):
         assert (other / part / done).read_bytes() == (run / part / done).read_bytes()
     saved = torch.load(run / "gnn" / "gnn.pt", weights_only=True)["state_dict"]
@@ -160,4 +171,4 @@ def test_a_run_reuses_another_runs_warmup(warm_run, compose_eval, tmp_path):
 
     with pytest.raises(UserError, match="no finished warm-up there"):
         bad = compose_eval("reward=memreward", *ARGS, f"reward.memreward.warmup_from={tmp_path}", config_name="train")
-        memreward_component(bad, RunDir(tmp_path / "x"), policy=None)
+        online_reward(bad, RunDir(tmp_path / "x"))

@@ -5,45 +5,67 @@ from __future__ import annotations
 import pytest
 
 from memrl.errors import UserError
-from memrl.stages.train import build_reward_pipeline, label_ratio, settings_from_config
+from memrl.rewards.registry import BuildContext, build_reward_pipeline
+from memrl.stages.common import label_ratio
+from memrl.stages.train import check_config
 
 
-def test_settings_map_the_dapo_preset(compose_eval):
-    s = settings_from_config(compose_eval(config_name="train"), "cpu")
-    assert (s.clip_ratio_low, s.clip_ratio_high, s.clip_ratio_c) == (0.2, 0.28, 10.0)
-    assert s.filter_groups and s.loss_agg_mode == "token-mean" and s.kl_loss_coef == 0.0
-    assert s.compute_dtype is None  # float32 on a CPU
-    g = settings_from_config(compose_eval("algo=grpo", config_name="train"), "cpu")
-    assert g.kl_loss_coef == 0.001 and g.loss_agg_mode == "seq-mean-token-mean" and not g.filter_groups
-    off = settings_from_config(compose_eval("algo=grpo", "algo.use_kl_loss=false", config_name="train"), "cpu")
-    assert off.kl_loss_coef == 0.0  # no reference model is loaded
+def test_the_presets_compose(compose_eval):
+    cfg = compose_eval(config_name="train")
+    assert cfg.hydra.runtime.choices.algo == "dapo"
+    check_config(cfg)
+    a = cfg.algo
+    assert (a.adv_estimator, a.policy_loss, a.clip_ratio_low, a.clip_ratio_high, a.clip_ratio_c) == (
+        "grpo",
+        "vanilla",
+        0.2,
+        0.28,
+        10.0,
+    )
+    assert a.filter_groups.enable and a.loss_agg_mode == "token-mean" and not a.use_kl_loss
+    g = compose_eval("algo=grpo", config_name="train")
+    check_config(g)
+    assert g.algo.kl_loss_coef == 0.001 and g.algo.loss_agg_mode == "seq-mean-token-mean"
+    assert g.algo.use_kl_loss and not g.algo.filter_groups.enable
+    from memrl.rl.trainer import kl_coef
+
+    assert kl_coef(g.algo) == 0.001
+    assert kl_coef(compose_eval("algo=grpo", "algo.use_kl_loss=false", config_name="train").algo) == 0.0
+    assert compose_eval("algo=grpo_entropy", config_name="train").algo.adv_estimator == "grpo_entropy"
 
 
 @pytest.mark.parametrize(
     "override,message",
     [
         ("algo.loss_agg_mode=mean", "valid: token-mean, seq-mean-token-mean"),
-        ("algo.kl_loss_type=k3", "valid: low_var_kl, kl, mse, abs"),
+        ("algo.kl_loss_type=k3", "unknown algo.kl_loss_type=k3; registered KL estimators: low_var_kl, kl, mse, abs"),
+        ("algo.adv_estimator=ppo", "unknown algo.adv_estimator=ppo; registered advantage estimators: grpo, dr_grpo"),
+        ("algo.policy_loss=gspo", "unknown algo.policy_loss=gspo; registered policy losss: vanilla"),
+        ("reward.name=magic", "unknown reward.name=magic; registered rewards: oracle, partial, memreward"),
+        ("reward.shapers=[overlong,bonus]", "unknown reward.shapers=bonus; registered reward shapers: overlong, meds"),
         ("algo.filter_groups.metric=score", "binary outcome"),
         ("trainer.ppo_mini_batch_size=5", "multiple of trainer.ppo_mini_batch_size"),
         ("trainer.compute_dtype=fp8", "valid: auto, float32, bfloat16, float16"),
         ("trainer.final_checkpoint=best", "valid: last, best_val"),
         ("trainer.final_checkpoint=best_val trainer.test_freq=0", "needs trainer.test_freq > 0"),
+        ("reward.overlong_buffer.enable=true reward.overlong_buffer.len=0", "reward.overlong_buffer.len must be"),
     ],
 )
 def test_bad_settings_name_the_key(compose_eval, override, message):
     with pytest.raises(UserError, match=message):
-        settings_from_config(compose_eval(*override.split(), config_name="train"), "cpu")
+        check_config(compose_eval(*override.split(), config_name="train"))
 
 
 def test_reward_choices(compose_eval):
-    assert [c.name for c in build_reward_pipeline(compose_eval(config_name="train")).components] == ["ground_truth"]
-    ob = compose_eval("reward.overlong_buffer.enable=true", config_name="train")
-    assert [c.name for c in build_reward_pipeline(ob).components] == ["ground_truth", "overlong"]
-    with pytest.raises(ValueError, match="online component"):
-        build_reward_pipeline(compose_eval("reward=memreward", config_name="train"))
-    with pytest.raises(UserError, match="valid: oracle, partial, memreward"):
-        build_reward_pipeline(compose_eval("reward.name=magic", config_name="train"))
+    def names(*overrides):
+        return [c.name for c in build_reward_pipeline(compose_eval(*overrides, config_name="train")).components]
+
+    assert names() == ["ground_truth"]
+    assert names("reward.overlong_buffer.enable=true") == ["ground_truth", "overlong"]
+    # a shaper left out of reward.shapers is off whatever its own group says
+    assert names("reward.overlong_buffer.enable=true", "reward.shapers=[meds]") == ["ground_truth"]
+    with pytest.raises(ValueError, match="warm-up"):
+        build_reward_pipeline(compose_eval("reward=memreward", config_name="train"), BuildContext())
     with pytest.raises(UserError, match="reward=partial"):
         label_ratio(compose_eval("reward.label_ratio=0.5", config_name="train"))
     assert label_ratio(compose_eval("reward=partial", config_name="train")) == 0.2
@@ -64,7 +86,7 @@ def test_label_accounting_counts_each_query_once():
 
 
 def test_memreward_config_errors_name_the_key(compose_eval):
-    from memrl.stages.memreward import check_memreward_config
+    from memrl.rewards.memreward import check_memreward_config
 
     for override, key in [
         ("reward.memreward.direction=sideways", "reward.memreward.direction"),

@@ -1,4 +1,5 @@
-"""Honest label accounting: which training queries reveal their ground truth, and a store that enforces it.
+"""Honest label accounting: which training queries reveal their ground truth, and a store that enforces it
+(the label store every stage and reward reads through).
 
 A label-limited run (`reward.label_ratio < 1`) may read the gold answer of a labelled query only. The
 trainer hands reward components a `GroundTruth` whose `labelled_answer` raises `UnlabelledAccessError`
