@@ -23,8 +23,11 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from memrl.config.schema import register_configs
+from memrl.data.loaders import default_data_dir
 from memrl.errors import UserError
+from memrl.policy.tiny import default_cache_dir
 from memrl.run_dir import RunDir, original_command
+from memrl.stages import evaluate, train
 
 log = logging.getLogger("memrl")
 
@@ -33,14 +36,10 @@ CONF_DIR = Path(os.environ.get("MEMRL_CONF_DIR", REPO_ROOT / "conf"))
 
 
 def _data_dir() -> str:
-    from memrl.data.loaders import default_data_dir
-
     return str(default_data_dir())
 
 
 def _cache_dir() -> str:
-    from memrl.policy.tiny import default_cache_dir
-
     return str(default_cache_dir())
 
 
@@ -98,8 +97,6 @@ setup()
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="eval")
 def eval_main(cfg: DictConfig) -> Any:
     """`memrl eval`: returns the sample-weighted greedy accuracy (the sweep metric)."""
-    from memrl.stages import evaluate
-
     result = run_stage(cfg, "eval", evaluate.run)
     return None if result is None else result.get("overall", {}).get("greedy_acc")
 
@@ -107,8 +104,6 @@ def eval_main(cfg: DictConfig) -> Any:
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="train")
 def train_main(cfg: DictConfig) -> Any:
     """`memrl train`: returns the final greedy accuracy on data.eval_sets (the sweep metric), if evaluated."""
-    from memrl.stages import train
-
     result = run_stage(cfg, "train", train.run)
     if not result or not result.get("final"):
         return None
@@ -119,20 +114,17 @@ def _warmup_stage(name: str) -> Callable[[DictConfig, RunDir], Any]:
     """`memrl rollout|graph|gnn`: that stage and those before it, each skipped when its artifacts exist."""
 
     def run(cfg: DictConfig, run_dir: RunDir) -> Any:
+        # MemReward's modules load the graph library (torch_geometric): only for MemReward's commands
         from memrl.rewards.memreward import check_memreward_config
-        from memrl.stages import memreward
+        from memrl.stages.warmup import run_warmup
 
         if str(cfg.reward.name) != "memreward":
             raise UserError(
                 f"`memrl {name}` is MemReward's warm-up: it needs reward=memreward, got reward={cfg.reward.name}"
             )
         check_memreward_config(cfg)
-        out = memreward.run_rollout(cfg, run_dir)
-        if name in ("graph", "gnn"):
-            out = memreward.run_graph(cfg, run_dir)
-        if name == "gnn":
-            out = memreward.run_gnn(cfg, run_dir)
-        return out
+        out = run_warmup(cfg, run_dir, until=name)
+        return out[{"rollout": "memory"}.get(name, name)]
 
     return run
 

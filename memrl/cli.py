@@ -9,8 +9,10 @@ from __future__ import annotations
 import json
 import os
 import sys
+from pathlib import Path
 
 import typer
+import yaml
 
 app = typer.Typer(
     name="memrl",
@@ -87,10 +89,6 @@ def _existing_run_overrides(run_dir: str, option: str, multirun: bool) -> list[s
 
 def _resume_overrides(run_dir: str) -> list[str]:
     """The overrides a run was started with, plus its directory as Hydra's run directory and resume=auto."""
-    from pathlib import Path
-
-    import yaml
-
     root = Path(run_dir).expanduser()
     saved = root / ".hydra" / "overrides.yaml"
     if not saved.exists():
@@ -235,11 +233,9 @@ def data_prepare(
     `memrl data prepare memreward_ood`, `memrl data prepare meds`. Then e.g.
     `memrl train experiment=paper/memreward_qwen2.5-3b`.
     """
-    from pathlib import Path
-
-    from memrl.data.prepare import PREPARED_DIR, prepare
-    from memrl.data.registry import default_data_dir
+    from memrl.data.registry import PREPARED_DIR, default_data_dir
     from memrl.errors import UserError
+    from memrl.stages.prepare import prepare
 
     try:
         root = prepare(name, Path(out) if out else default_data_dir() / PREPARED_DIR, limit)

@@ -6,14 +6,16 @@ import os
 from pathlib import Path
 from typing import Any
 
+from rich.console import Console
+from rich.table import Table
+
+from memrl.data.loaders import BUNDLED, default_data_dir
+from memrl.policy.tiny import default_cache_dir, ensure_tiny_model, tiny_model_dir
 from memrl.run_dir import device_info, git_state, package_versions
 
 
 def collect_info(build_tiny: bool = False) -> dict[str, Any]:
     """Everything `memrl info` prints, as a dict."""
-    from memrl.data.loaders import BUNDLED, default_data_dir
-    from memrl.policy.tiny import default_cache_dir, ensure_tiny_model, tiny_model_dir
-
     cache = default_cache_dir()
     tiny = ensure_tiny_model(cache) if build_tiny else tiny_model_dir(cache)
     data_dir = default_data_dir()
@@ -35,9 +37,6 @@ def collect_info(build_tiny: bool = False) -> dict[str, Any]:
 
 def print_info(data: dict[str, Any]) -> None:
     """Print `collect_info()` as rich tables."""
-    from rich.console import Console
-    from rich.table import Table
-
     console = Console()
     t = Table(title="memrl", show_header=False)
     t.add_column("key", style="bold")

@@ -17,6 +17,9 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+import torch
+from omegaconf import OmegaConf
+
 from memrl.utils.io import atomic_write_json, atomic_write_text
 
 # Packages whose versions decide what a run computes.
@@ -68,8 +71,6 @@ def git_state(path: str | os.PathLike | None = None) -> dict[str, Any]:
 
 def device_info() -> dict[str, Any]:
     """What the run computes on."""
-    import torch
-
     info: dict[str, Any] = {
         "platform": platform.platform(),
         "python": platform.python_version(),
@@ -149,8 +150,6 @@ class RunDir:
 
     def write_resolved_config(self, cfg: Any) -> None:
         """`.hydra/resolved.yaml`: the config with every interpolation resolved."""
-        from omegaconf import OmegaConf
-
         atomic_write_text(self.path(".hydra", "resolved.yaml"), OmegaConf.to_yaml(cfg, resolve=True))
 
 

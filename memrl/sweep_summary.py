@@ -12,12 +12,15 @@ from __future__ import annotations
 import json
 import math
 import statistics
+import sys
 from pathlib import Path
 from typing import Any
 
 import yaml
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
+
+from memrl.utils.io import atomic_write_json, atomic_write_text
 
 # not part of a setting: the seed is averaged over; the others do not change results
 IGNORED = ("seed=", "hydra.", "task_name=", "trainer.progress=")
@@ -138,8 +141,6 @@ class SweepSummary(Callback):
         self.key, self.extra = keys[0], tuple(keys[1:])
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        from memrl.utils.io import atomic_write_json, atomic_write_text
-
         sweep_dir = Path(config.hydra.sweep.dir)
         if not sweep_dir.is_dir():
             return
@@ -152,8 +153,6 @@ class SweepSummary(Callback):
 
 def main(argv: list[str] | None = None) -> int:
     """`python -m memrl.sweep_summary [--keys greedy_acc,pass@1] SWEEP_DIR...`: the table of sweep folders (pooled)."""
-    import sys
-
     args = sys.argv[1:] if argv is None else list(argv)
     keys = ["greedy_acc"]
     if len(args) >= 2 and args[0] == "--keys":

@@ -31,7 +31,8 @@ from omegaconf.errors import MissingMandatoryValue
 
 from memrl.config.schema import DatasetSpec, SyntheticConfig
 from memrl.data.problem import DOMAINS, Problem
-from memrl.data.registry import BUNDLED, BundledBenchmark, default_data_dir
+from memrl.data.registry import BUNDLED, BundledBenchmark, default_data_dir, prepare_hint
+from memrl.data.synthetic import load_split
 from memrl.errors import DataError, UserError
 
 __all__ = [
@@ -405,8 +406,6 @@ def _load_local(spec: DatasetSpec, name: str, domain: str, limit: int | None) ->
             f"dataset '{name}': cannot read {path}: unknown file type '{suffix or '(none)'}'; use one of {', '.join(known)}"
         )
     if not path.is_file():
-        from memrl.data.prepare import prepare_hint
-
         raise DataError(
             f"dataset '{name}': {path}: file not found"
             + ("" if not path.exists() else " (not a file)")
@@ -575,10 +574,6 @@ def _load_hub(spec: DatasetSpec, name: str, domain: str, limit: int | None) -> l
 
 
 def _load_synthetic(spec: DatasetSpec, synthetic: SyntheticConfig | None) -> list[Problem]:
-    from memrl.data.synthetic import load_split
-
     if synthetic is None:
-        from memrl.config.schema import SyntheticConfig
-
         synthetic = SyntheticConfig()
     return list(load_split(str(_get(spec, "split") or "test"), synthetic))

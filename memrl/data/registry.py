@@ -65,3 +65,16 @@ def default_data_dir() -> Path:
     if env:
         return Path(env).expanduser().resolve()
     return Path(memrl.__file__).resolve().parents[1] / "data"
+
+
+# `memrl data prepare NAME` (memrl.stages.prepare) writes <data dir>/prepared/NAME/
+PREPARED_DIR = "prepared"
+
+
+def prepare_hint(path: str | Path) -> str:
+    """For a missing file under `<...>/prepared/<name>/`: the sentence that says how to build it ("" otherwise)."""
+    parts = Path(path).parts
+    if PREPARED_DIR in parts[:-1]:
+        name = parts[parts.index(PREPARED_DIR) + 1]
+        return f". Build it with `memrl data prepare {name}` (needs the network once)"
+    return ""

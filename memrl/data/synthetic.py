@@ -71,8 +71,8 @@ import hashlib
 import random
 import re
 from collections.abc import Callable, Iterable, Sequence
+from typing import Any
 
-from memrl.config.schema import SyntheticConfig
 from memrl.data.problem import Problem
 from memrl.errors import UserError
 
@@ -302,7 +302,7 @@ def _problem(split: str, i: int, question: str, operands: list, ops: list, famil
     )
 
 
-def load_split(split: str, cfg: SyntheticConfig) -> list[Problem]:
+def load_split(split: str, cfg: Any) -> list[Problem]:
     """The problems of one split of the synthetic task.
 
     Args:
@@ -356,7 +356,7 @@ def sample_form(family: str, rng: random.Random) -> str:
     return rng.choices(FORMS, weights=[shares[f] for f in FORMS])[0]
 
 
-def sft_examples(cfg: SyntheticConfig, rng: random.Random, n: int | None = None) -> list[tuple[str, str]]:
+def sft_examples(cfg: Any, rng: random.Random, n: int | None = None) -> list[tuple[str, str]]:
     """Supervised warm-start data: (prompt, completion) pairs mixing the careful and the wrong forms.
 
     Questions come from the train part of the problem space only (never a validation or test question);

@@ -10,11 +10,15 @@ from __future__ import annotations
 from typing import Any
 
 from memrl.data.problem import Problem
+from memrl.errors import UserError
 
 INSTRUCTIONS = {
     "boxed": "Put the final answer in \\boxed{}.",
     "hash": "End with #### followed by the final answer.",
 }
+# The instruction appended to a code question (chat models answer in a fenced block, which
+# `memrl.grading.code.extract_program` reads).
+CODE_INSTRUCTION = "Write the complete Python program in a ```python code block."
 
 
 def _value(x: Any) -> str:
@@ -26,11 +30,20 @@ def instruction(answer_format: Any) -> str:
     return INSTRUCTIONS[_value(answer_format)]
 
 
+def code_question(question: str, metadata: dict[str, Any]) -> str:
+    """The user message for a code problem: HumanEval's prompt, or MBPP's task with its tests shown."""
+    if metadata.get("entry_point") and metadata.get("prompt"):
+        return f"Complete the following Python function:\n```python\n{metadata['prompt']}```\n{CODE_INSTRUCTION}"
+    tests = metadata.get("test_list")
+    if isinstance(tests, (list, tuple)) and tests:
+        shown = "\n".join(str(t) for t in tests)
+        return f"{question}\nYour code should pass these tests:\n{shown}\n{CODE_INSTRUCTION}"
+    return f"{question}\n{CODE_INSTRUCTION}"
+
+
 def user_message(problem: Problem, answer_format: Any = "boxed") -> str:
     """The question followed by the answer-format instruction (code: the task, its tests shown for MBPP)."""
     if problem.domain == "code":
-        from memrl.grading.code import code_question
-
         return code_question(problem.question, problem.metadata)
     return f"{problem.question}\n{instruction(answer_format)}"
 
@@ -67,8 +80,6 @@ def format_prompt(
     if style == "plain":
         return message + "\n"
     if tokenizer is None or not getattr(tokenizer, "chat_template", None):
-        from memrl.errors import UserError
-
         raise UserError("model.prompt_style=chat needs a tokenizer with a chat template; use model.prompt_style=plain")
     messages = [{"role": "system", "content": system_prompt}] if system_prompt else []
     messages.append({"role": "user", "content": message})

@@ -12,6 +12,8 @@ from math import comb
 
 import numpy as np
 
+from memrl.errors import UserError
+
 
 def pass_at_k(n: int, c: int, k: int) -> float:
     """Unbiased pass@k of one problem.
@@ -56,8 +58,6 @@ def default_ks(n: int) -> list[int]:
 
 def validate_ks(ks: Iterable[int], n: int) -> list[int]:
     """Sorted unique ks; every k must satisfy 1 <= k <= n."""
-    from memrl.errors import UserError
-
     out = sorted(set(int(k) for k in ks))
     bad = [k for k in out if not 1 <= k <= n]
     if bad:

@@ -6,6 +6,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from memrl.utils.io import atomic_open
+
 
 def plot_pass_at_k(results: Mapping[str, Mapping[str, Any]], path: str | Path, title: str = "pass@k") -> Path:
     """pass@k against k (log2 axis), one line per benchmark.
@@ -18,8 +20,6 @@ def plot_pass_at_k(results: Mapping[str, Mapping[str, Any]], path: str | Path, t
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from memrl.utils.io import atomic_open
 
     fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
     for name, res in results.items():

@@ -26,8 +26,6 @@ from memrl.sandbox.runner import Job, Verdict
 _FENCE = re.compile(r"```[ \t]*([A-Za-z0-9_+-]*)[^\n]*\n(.*?)(?:```|\Z)", re.DOTALL)
 _CODE_LANGS = {"", "python", "py", "python3", "py3"}
 _CODE_START = re.compile(r"^(?:def |class |import |from |@|async def |if __name__)", re.MULTILINE)
-# The instruction appended to a code question (chat models answer in a fenced block).
-CODE_INSTRUCTION = "Write the complete Python program in a ```python code block."
 
 
 @dataclass(frozen=True)
@@ -74,17 +72,6 @@ def code_task(metadata: dict[str, Any]) -> CodeTask:
         "a code problem needs HumanEval fields (test, entry_point, prompt) or MBPP fields (test_list) in its "
         f"metadata; it has: {', '.join(sorted(metadata)) or '(none)'}"
     )
-
-
-def code_question(question: str, metadata: dict[str, Any]) -> str:
-    """The user message for a code problem: HumanEval's prompt, or MBPP's task with its tests shown."""
-    if metadata.get("entry_point") and metadata.get("prompt"):
-        return f"Complete the following Python function:\n```python\n{metadata['prompt']}```\n{CODE_INSTRUCTION}"
-    tests = metadata.get("test_list")
-    if isinstance(tests, (list, tuple)) and tests:
-        shown = "\n".join(str(t) for t in tests)
-        return f"{question}\nYour code should pass these tests:\n{shown}\n{CODE_INSTRUCTION}"
-    return f"{question}\n{CODE_INSTRUCTION}"
 
 
 def extract_program(response: str, entry_point: str | None = None) -> str | None:

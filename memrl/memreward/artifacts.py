@@ -1,8 +1,8 @@
 """MemReward's warm-up artifacts in a run directory (memory/, graph/, gnn/): where they are, how to read them,
 and how the reward models and their training are built from the `reward.memreward` config group.
 
-The stages that write them are `memrl.stages.memreward` (`memrl rollout`, `graph`, `gnn`); the online reward
-that reads them is `memrl.rewards.memreward`.
+The stages that write them are `memrl.stages.rollout`, `.graph`, `.gnn` (run in turn by `.warmup`); the
+online reward that reads them is `memrl.rewards.memreward`.
 """
 
 from __future__ import annotations

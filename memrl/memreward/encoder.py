@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 
 from memrl.errors import DataError, UserError
+from memrl.utils.io import atomic_open
 
 QUERY_CHARS = 1000
 THINK_CHARS = 1000
@@ -110,8 +111,6 @@ class TextEncoder:
 
     def save_cache(self, path: str | os.PathLike) -> None:
         """Write the cache ({text: [dim] tensor}) atomically with `torch.save`."""
-        from memrl.utils.io import atomic_open
-
         with atomic_open(path, "wb", encoding=None) as f:
             torch.save(dict(self._cache), f)
 

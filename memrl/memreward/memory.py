@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from memrl.errors import DataError
+from memrl.utils.io import atomic_write_json, atomic_write_jsonl
 
 ROLES = ("train", "val", "report")
 QUERIES, ROLLOUTS, DONE = "queries.jsonl", "rollouts.jsonl", "done.json"
@@ -81,8 +82,6 @@ class ExperienceMemory:
 
     def save(self, folder: str | Path, info: dict[str, Any] | None = None) -> None:
         """Write the memory; `done.json` (with `info` and the summary) last."""
-        from memrl.utils.io import atomic_write_json, atomic_write_jsonl
-
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         (folder / DONE).unlink(missing_ok=True)

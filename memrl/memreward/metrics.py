@@ -6,7 +6,11 @@ rate (METHODS.md A3); a false positive rewards a wrong rollout, the costly error
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
+from rich.console import Console
+from rich.table import Table
 from torch import Tensor
 
 _DIGITS = 4
@@ -103,3 +107,21 @@ def binary_metrics(prob: Tensor, label: Tensor, threshold: float = 0.5) -> dict[
         "base_rate": _ratio(tp + fn, n),
     }
     return {"n": n} | {k: None if v is None else round(float(v), _DIGITS) for k, v in out.items()}
+
+
+def print_report_table(report: dict[str, Any]) -> None:
+    """The reward-prediction table of `gnn/report.json` on the held-out (report) queries."""
+    split = report["report_on"]
+    n_q = report["report_queries"] if split == "report" else report["val_queries"]
+    table = Table(
+        title=f"reward prediction on {n_q} {'held-out unlabelled' if split == 'report' else 'validation'} "
+        f"queries (threshold {report['threshold']})"
+    )
+    cols = ("accuracy", "precision", "recall", "f1", "roc_auc", "fpr")
+    table.add_column("model")
+    for c in cols:
+        table.add_column(c, justify="right")
+    for name, row in report["models"].items():
+        m = row.get(split) or {}
+        table.add_row(name, *("-" if m.get(c) is None else f"{m[c]:.3f}" for c in cols))
+    Console().print(table)

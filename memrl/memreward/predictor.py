@@ -8,6 +8,7 @@ training targets already baked into the model, and the new groups arrive without
 
 from __future__ import annotations
 
+import copy
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -16,6 +17,7 @@ import torch
 
 from memrl.memreward.embed import TextGroup, build_inputs
 from memrl.memreward.graph import GraphInputs, MemoryGraph, concat_inputs, receptive_subgraph
+from memrl.memreward.training import fit, supervised_graph
 
 
 class RewardPredictor:
@@ -23,7 +25,7 @@ class RewardPredictor:
 
     Args:
         model: a trained model (`memrl.memreward.gnn`), called as `model(graph) -> [R] logits`.
-        spec: how the model was built (`memrl.stages.memreward.model_spec`), saved with its weights.
+        spec: how the model was built (`memrl.memreward.artifacts.model_spec`), saved with its weights.
         memory: the labelled memory's graph inputs.
         encoder: the sentence encoder the memory was embedded with.
         k / direction / think_k: the graph options the model was trained with.
@@ -69,10 +71,6 @@ class RewardPredictor:
         Returns:
             {"best_epoch", "val_f1", "val_fpr"} of the refresh.
         """
-        import copy
-
-        from memrl.memreward.training import fit, supervised_graph
-
         graph, train_mask, val_mask = supervised_graph(self.graph, val, val_labels)
         # each restart starts from a copy of the current weights; the live model changes only at the end
         result = fit(lambda: copy.deepcopy(self.model).train(), graph, train_mask, val_mask, settings)

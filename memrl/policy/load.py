@@ -12,8 +12,13 @@ import os
 from pathlib import Path
 from typing import Any
 
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers.utils import logging as hf_logging
+
 from memrl.config.schema import ModelConfig
 from memrl.errors import UserError
+from memrl.policy.tiny import ensure_tiny_model
 
 log = logging.getLogger(__name__)
 
@@ -40,8 +45,6 @@ def resolve_checkpoint(path: Path) -> Path | None:
 def resolve_model_path(name_or_path: str, cache_dir: str | os.PathLike | None = None) -> str:
     """Turn `model.name_or_path` into something `from_pretrained` can load, building "tiny" if needed."""
     if name_or_path == "tiny":
-        from memrl.policy.tiny import ensure_tiny_model
-
         return str(ensure_tiny_model(Path(cache_dir) if cache_dir else None))
     path = Path(name_or_path).expanduser()
     if path.exists():
@@ -59,8 +62,6 @@ def resolve_model_path(name_or_path: str, cache_dir: str | os.PathLike | None = 
 
 def pick_device(device: str = "auto") -> str:
     """auto -> "cuda" when a GPU is visible, else "cpu"."""
-    import torch
-
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if device.startswith("cuda") and not torch.cuda.is_available():
@@ -70,8 +71,6 @@ def pick_device(device: str = "auto") -> str:
 
 def pick_dtype(dtype: str, device: str) -> Any:
     """auto -> bfloat16 on a GPU that supports it, else float32."""
-    import torch
-
     if dtype == "auto":
         if device.startswith("cuda") and torch.cuda.is_bf16_supported():
             return torch.bfloat16
@@ -84,8 +83,6 @@ def pick_dtype(dtype: str, device: str) -> Any:
 
 def load_tokenizer(path: str, trust_remote_code: bool = False, revision: str | None = None) -> Any:
     """The tokenizer, left-padded (generation appends on the right) with a pad token."""
-    from transformers import AutoTokenizer
-
     tok = _from_pretrained(AutoTokenizer, path, trust_remote_code=trust_remote_code, revision=revision)
     tok.padding_side = "left"
     if tok.pad_token is None:
@@ -99,9 +96,6 @@ def load_policy(model_cfg: ModelConfig, cache_dir: str | os.PathLike | None = No
     Returns:
         (model in eval mode on its device, tokenizer, the resolved path or hub id)
     """
-    from transformers import AutoModelForCausalLM
-    from transformers.utils import logging as hf_logging
-
     # our own progress bar and log line say what is loading; transformers' per-weight bar is noise
     hf_logging.disable_progress_bar()
     path = resolve_model_path(str(model_cfg.name_or_path), cache_dir)

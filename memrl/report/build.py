@@ -13,7 +13,9 @@ over training (MEDS' meds/*).
 
 from __future__ import annotations
 
+import json
 import math
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -21,8 +23,10 @@ from typing import Any
 import yaml
 
 from memrl.errors import UserError
+from memrl.eval.plots import plot_pass_at_k
+from memrl.report.plots import plot_label_ratio, plot_step_curves
 from memrl.sweep_summary import IGNORED, collect_jobs, reference, summarise, to_markdown
-from memrl.utils.io import read_jsonl_tolerant
+from memrl.utils.io import atomic_write_json, atomic_write_text, read_jsonl_tolerant
 
 QUALITY_KEYS = [
     ("metrics_only/reward_f1", "reward F1 on unlabelled rollouts"),
@@ -93,8 +97,6 @@ def initial_line(run_dir: str | Path) -> str:
     Raises:
         UserError: no results file in run_dir/eval.
     """
-    import json
-
     files = sorted((Path(run_dir) / "eval").glob("results_*.json"), key=lambda p: p.stat().st_mtime)
     if not files:
         raise UserError(f"--initial {run_dir}: no eval/results_*.json; give the run directory of a `memrl eval`")
@@ -131,8 +133,6 @@ def build_report(
     Raises:
         UserError: no folder given, a missing folder, or one without job folders.
     """
-    from memrl.utils.io import atomic_write_json, atomic_write_text
-
     parts = ([("", list(dirs))] if dirs else []) + [(t, list(d)) for t, d in sections]
     if not parts:
         raise UserError("give at least one sweep folder (SWEEP_DIR or --table TITLE=DIR[,DIR...])")
@@ -170,11 +170,6 @@ def build_report(
 
 def _section(dirs: Sequence[str | Path], out: Path, prefix: str, md_dir: Path) -> tuple[list[str], list[dict]]:
     """One table (pooled over `dirs`) with its commands and figures (out/<prefix><figure>.png)."""
-    import os
-
-    from memrl.eval.plots import plot_pass_at_k
-    from memrl.report.plots import plot_label_ratio, plot_step_curves
-
     rows = [row for d in dirs for row in collect_jobs(d)]
     if not rows:
         raise UserError(

@@ -8,6 +8,8 @@ import textwrap
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from memrl.utils.io import atomic_open
+
 
 def _pyplot():
     import matplotlib
@@ -19,8 +21,6 @@ def _pyplot():
 
 
 def _save(fig, path: Path, layout: bool = True) -> Path:
-    from memrl.utils.io import atomic_open
-
     if layout:
         fig.tight_layout()
     with atomic_open(path, "wb") as f:

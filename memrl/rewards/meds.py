@@ -1,4 +1,5 @@
-"""MEDS as a reward component: the error memory shapes the scores of the groups a step trains on.
+"""MEDS as a reward component (shaper `meds`): the error memory shapes the scores of the groups a step trains on.
+The pieces it wires together (anchor, features, memory, penalty, diagnostics) are the package `memrl.meds`.
 
 Phase 2 (`shape`), after dynamic sampling and inside the trainer's existing no-grad scoring pass
 (`hidden_state_request`: no extra forward pass):

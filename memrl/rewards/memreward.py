@@ -1,5 +1,5 @@
 """MemReward's online reward (reward `memreward`): the GNN's predicted correctness for rollouts of unlabelled
-queries. The warm-up that builds the GNN is `memrl.stages.memreward`; the memory, graph and GNN themselves are
+queries. The warm-up that builds the GNN is `memrl.stages.warmup`; the memory, graph and GNN themselves are
 `memrl.memreward.*`.
 
 Labelled queries keep their ground-truth reward (`GroundTruthReward` runs first in the pipeline); this

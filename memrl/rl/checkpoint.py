@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from safetensors.torch import load_file
 
 from memrl.utils.io import atomic_write_text
 
@@ -110,8 +111,6 @@ def load_policy_weights(path: Path, model: Any) -> None:
     Raises:
         RuntimeError: the weights do not match the model.
     """
-    from safetensors.torch import load_file
-
     path = Path(path)
     weights = {}
     for f in sorted((path / "policy").glob("*.safetensors")):

@@ -6,6 +6,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from memrl.utils.io import atomic_open
+
 # (panel title, y label, [(metric key, legend label)], scale to percent)
 PANELS: tuple[tuple[str, str, tuple[tuple[str, str], ...], bool], ...] = (
     (
@@ -54,8 +56,6 @@ def plot_training_curves(rows: Sequence[Mapping[str, Any]], path: str | Path, ti
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from memrl.utils.io import atomic_open
 
     drawn = []
     for name, ylabel, series, percent in PANELS:

@@ -1,10 +1,28 @@
 """The GRPO / DAPO training loop (DESIGN.md, data flow of `memrl train`, step 4).
 
-Per step: sample prompts -> `n` rollouts each -> rewards (phase 1) -> dynamic sampling on the binary
-outcome, refilling from further generation batches -> one no-grad scoring pass (old and reference
-log-probs, hidden states for a reward component) -> reward shaping (phase 2) -> group-normalised
-advantages -> mini-batch policy updates -> weights to the rollout engine -> metrics, validation,
-checkpoint. The math lives in `memrl.rl.core_algos`; this module only moves tensors between the pieces.
+The math lives in `memrl.rl.core_algos`; this module only moves tensors between the pieces. One step, and
+where each part of it is done (B groups of G = rollout.n rollouts; L = the longest response of the batch):
+
+    step                                             function                                  file
+    1. draw B prompts (a seeded permutation)         PromptSampler.next                        rl/sampler.py
+    2. G rollouts per prompt                         engine.generate (HFEngine, VLLMEngine)    rollout/hf_engine.py,
+                                                                                               rollout/vllm_engine.py
+    3. rewards, phase 1: outcome and score           RewardPipeline.score (GroundTruthReward,  rewards/base.py,
+       per rollout                                   MemRewardReward, OverlongPenalty)         rewards/oracle.py, ...
+    4. dynamic sampling on the binary outcome,       Trainer.collect_groups, mixed_groups      rl/trainer.py,
+       refilling from more generation batches                                                  rl/core_algos.py
+    5. pad into one batch [B*G, L]                   build_batch                               rl/batch.py
+    6. no-grad scoring pass: old and reference       Trainer._score -> forward_batch           rl/scoring.py
+       log-probs, hidden states for a shaper
+    7. rewards, phase 2: shaping (MEDS)              RewardPipeline.shape (MEDSShaper)         rewards/meds.py
+    8. advantages per rollout                        ADV_ESTIMATORS[algo.adv_estimator]        rl/core_algos.py
+    9. mini-batch updates: policy loss, KL,          Trainer._update; POLICY_LOSSES,           rl/trainer.py,
+       entropy, aggregation, clipped AdamW step      KL_ESTIMATORS, agg_loss                   rl/core_algos.py
+    10. new weights to the rollout engine            engine.sync_weights                       rollout/*.py
+    11. metrics, validation, checkpoint              Trainer.fit, save                         rl/checkpoint.py
+
+Every knob is read from the config where it is used (`cfg.algo`, `cfg.trainer`, `cfg.rollout`; the schema
+and its help text: memrl/config/schema.py).
 """
 
 from __future__ import annotations
@@ -24,6 +42,9 @@ import torch
 from memrl.config.schema import AlgoConfig, TrainAppConfig
 from memrl.data.labels import GroundTruth
 from memrl.data.problem import Problem
+from memrl.errors import UserError
+from memrl.grading import GradeItem
+from memrl.memreward.metrics import binary_metrics
 from memrl.rewards.base import Group, RewardContext, RewardPipeline, ScoringOutputs
 from memrl.rl import checkpoint as ckpt
 from memrl.rl.batch import RolloutBatch, build_batch
@@ -32,6 +53,7 @@ from memrl.rl.sampler import PromptSampler
 from memrl.rl.scoring import autocast_context, forward_batch, resolve_compute_dtype
 from memrl.rollout.records import SamplingParams
 from memrl.utils.io import atomic_write_jsonl, read_jsonl_tolerant
+from memrl.utils.progress import progress_bar
 
 log = logging.getLogger(__name__)
 
@@ -327,9 +349,10 @@ class Trainer:
             groups, ScoringOutputs(hidden_states=hidden, positions=positions, model=self.model), self._context()
         )
         metrics.update(shape_metrics)
+        # [B*G]
         batch.scores = torch.tensor([x for g in groups for x in g.score], dtype=torch.float32, device=self.device)
-        adv = self.adv_estimator.outcome(batch.scores.cpu(), gids, self.cfg.algo).to(self.device)
-        batch.advantages = adv.unsqueeze(1) * batch.response_mask
+        adv = self.adv_estimator.outcome(batch.scores.cpu(), gids, self.cfg.algo).to(self.device)  # [B*G]
+        batch.advantages = adv.unsqueeze(1) * batch.response_mask  # [B*G, L]
         timing["adv"] = time.time() - t
         metrics.update(
             {
@@ -358,7 +381,6 @@ class Trainer:
         todo = [g for g in generated if not g.labelled]
         if not todo:
             return {}
-        from memrl.grading import GradeItem
 
         items = [
             GradeItem(
@@ -372,8 +394,6 @@ class Trainer:
         pairs = [(t, b) for t, b in zip(truth, believed) if b is not None]
         out = {"metrics_only/acc_unlabelled": _mean(truth)}
         if pairs:
-            from memrl.memreward.metrics import binary_metrics
-
             # the believed outcome as a prediction of the truth: how good the reward model was this step
             m = binary_metrics(torch.tensor([b for _, b in pairs]), torch.tensor([t for t, _ in pairs]))
             out["metrics_only/outcome_agreement_unlabelled"] = m["accuracy"]
@@ -430,7 +450,7 @@ class Trainer:
                 rows = [r for gi in mini_groups for r in rows_of[gi]]
                 if not rows:
                     continue
-                mb = batch.select(rows)
+                mb = batch.select(rows)  # [b*G, L] rows of this mini-batch's b groups
                 norm = dict(
                     num_tokens=mb.response_mask.sum().item(),
                     num_seqs=len(mb),
@@ -439,7 +459,8 @@ class Trainer:
                 self.optimizer.zero_grad(set_to_none=True)
                 mb_loss = mb_pg = 0.0
                 for mstart in range(0, len(mb), t.micro_batch_size):
-                    mu = mb.select(list(range(mstart, min(mstart + t.micro_batch_size, len(mb)))))
+                    mu = mb.select(list(range(mstart, min(mstart + t.micro_batch_size, len(mb)))))  # [M, L]
+                    # log_prob, entropy: [M, L]
                     out = forward_batch(
                         self.model,
                         mu,
@@ -447,20 +468,21 @@ class Trainer:
                         with_entropy=need_entropy,
                         compute_dtype=self.compute_dtype,
                     )
-                    adv = mu.advantages
+                    adv = mu.advantages  # [M, L]
                     if token_adv is not None:
-                        adv = token_adv(adv, out.entropy, a) * mu.response_mask
-                    old = mu.old_log_prob if mu.old_log_prob is not None else out.log_prob.detach()
+                        adv = token_adv(adv, out.entropy, a) * mu.response_mask  # [M, L]
+                    old = mu.old_log_prob if mu.old_log_prob is not None else out.log_prob.detach()  # [M, L]
+                    # a scalar: this micro-batch's share of the mini-batch's loss (norm: the mini-batch's counts)
                     pg_loss, stats = self.policy_loss(out.log_prob, old, adv, mu.response_mask, a, **agg, **norm)
                     loss = pg_loss
                     w = mu.response_mask.sum().item()
                     if out.entropy is not None:
-                        ent = agg_loss(out.entropy, mu.response_mask, a.loss_agg_mode, **norm)
+                        ent = agg_loss(out.entropy, mu.response_mask, a.loss_agg_mode, **norm)  # [M, L] -> []
                         if a.entropy_coeff != 0:
                             loss = loss - a.entropy_coeff * ent
                         add("actor/entropy", ent.item())
                     if mu.ref_log_prob is not None:
-                        kl = agg_loss(
+                        kl = agg_loss(  # [M, L] -> []
                             self.kl_estimator(out.log_prob, mu.ref_log_prob),
                             mu.response_mask,
                             a.loss_agg_mode,
@@ -550,8 +572,6 @@ class Trainer:
         state = ckpt.load_checkpoint(path, self.model, self.optimizer, self.scheduler)
         saved_split = state["trainer"].get("labelled_ids")
         if saved_split is not None and set(saved_split) != set(self.gt.labelled_ids):
-            from memrl.errors import UserError
-
             raise UserError(
                 f"{path} was trained with another label split ({len(saved_split)} labelled queries, now "
                 f"{len(self.gt.labelled_ids)}): resume with the run's reward.label_ratio, reward.label_seed and data"
@@ -591,8 +611,6 @@ class _Bar:
 
     def __enter__(self) -> _Bar:
         if self.enabled:
-            from memrl.utils.progress import progress_bar
-
             self.bar = progress_bar("train")
             self.bar.start()
             self.task = self.bar.add_task("train", total=self.total, completed=self.start, info="")

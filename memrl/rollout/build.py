@@ -7,6 +7,7 @@ from typing import Any
 from memrl.config.schema import RolloutConfig
 from memrl.errors import UserError
 from memrl.rollout.hf_engine import HFEngine
+from memrl.rollout.vllm_engine import VLLMEngine
 
 ENGINES = ("hf", "vllm")
 
@@ -17,9 +18,7 @@ def build_engine(rollout_cfg: RolloutConfig, model: Any, tokenizer: Any) -> Any:
     if engine == "hf":
         return HFEngine(model, tokenizer, batch_size=int(rollout_cfg.batch_size))
     if engine == "vllm":
-        # vllm is heavy and optional: imported only when chosen
-        from memrl.rollout.vllm_engine import VLLMEngine
-
+        # the vllm package itself is heavy and optional: VLLMEngine imports it when built
         return VLLMEngine(
             model,
             tokenizer,

@@ -18,6 +18,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
+from transformers import DynamicCache
 
 from memrl.rollout.records import Rollout, SamplingParams
 
@@ -133,8 +134,6 @@ def _shared_prompt_cache(model: Any, input_ids: torch.Tensor, attention_mask: to
     if n < 2 or input_ids.shape[1] < 2 or not getattr(model.config, "use_cache", True):
         return None
     try:
-        from transformers import DynamicCache
-
         try:
             cache = DynamicCache(config=model.config)  # sliding-window layers keep their window
         except TypeError:  # an older transformers

@@ -36,10 +36,13 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import random
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
+import numpy as np
 import torch
+from packaging.version import Version
 
 from memrl.errors import UserError
 from memrl.rollout.records import Rollout, SamplingParams
@@ -67,7 +70,6 @@ def import_vllm() -> Any:
         raise UserError(
             f"rollout.engine=vllm needs the vllm package, which is not installed ({e}); {INSTALL_HINT}"
         ) from e
-    from packaging.version import Version
 
     if Version(vllm.__version__).release < MIN_VLLM:
         raise UserError(
@@ -305,18 +307,10 @@ class _RNGState:
     """Python's, NumPy's and torch's (CPU and CUDA) global RNG states, saved now, put back by `restore`."""
 
     def __init__(self) -> None:
-        import random
-
-        import numpy as np
-
         self.py, self.np, self.torch = random.getstate(), np.random.get_state(), torch.random.get_rng_state()
         self.cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
 
     def restore(self) -> None:
-        import random
-
-        import numpy as np
-
         random.setstate(self.py)
         np.random.set_state(self.np)
         torch.random.set_rng_state(self.torch)

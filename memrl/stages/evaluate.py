@@ -18,21 +18,28 @@ from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
+from rich.console import Console
+from rich.table import Table
 
+from memrl.data.loaders import load_eval_sets
+from memrl.data.templates import resolve_style
 from memrl.errors import UserError
-from memrl.eval.runner import EvalSettings
+from memrl.eval.passk import default_ks, validate_ks
+from memrl.eval.plots import plot_pass_at_k
+from memrl.eval.runner import EvalSettings, evaluate_problems, weighted_average
 from memrl.grading.build import build_grader
+from memrl.policy.load import load_policy
 from memrl.rollout.build import build_engine
 from memrl.run_dir import RunDir
 from memrl.stages.common import seed_everything
+from memrl.tracking import build_tracker, flatten_eval_metrics
+from memrl.utils.io import atomic_write_json, atomic_write_jsonl
+from memrl.utils.progress import progress_bar
 
 log = logging.getLogger(__name__)
 
 
 def settings_from_config(cfg: DictConfig, prompt_style: str) -> EvalSettings:
-    from memrl.eval.passk import default_ks, validate_ks
-    from memrl.eval.runner import EvalSettings
-
     n = int(cfg.eval.n)
     if n < 0:
         raise UserError(f"eval.n must be >= 0, got {n}")
@@ -56,9 +63,6 @@ def settings_from_config(cfg: DictConfig, prompt_style: str) -> EvalSettings:
 
 def run(cfg: DictConfig, run_dir: RunDir) -> dict[str, Any]:
     """Evaluate `cfg.model` on `cfg.data.eval_sets`; returns the results dict written to results_<ts>.json."""
-    from memrl.data.loaders import load_eval_sets
-    from memrl.policy.load import load_policy
-
     seed_everything(int(cfg.seed))
     if not cfg.data.eval_sets:
         raise UserError("data.eval_sets is empty: choose a benchmark, e.g. data=gsm8k")
@@ -85,9 +89,6 @@ def evaluate_model(
     own tracker (None: the `logger` config's tracker for this evaluation alone) and its rollout engine (None:
     one is built from `cfg.rollout`; a vLLM engine holds its own copy of the weights, so one per run).
     """
-    from memrl.data.templates import resolve_style
-    from memrl.eval.runner import evaluate_problems, weighted_average
-
     t0 = time.time()
     style = resolve_style(cfg.model.prompt_style, tokenizer)
     settings = settings_from_config(cfg, style)
@@ -107,7 +108,6 @@ def evaluate_model(
             metrics, samples = evaluate_problems(engine, tokenizer, problems, settings, grader, advance)
             metrics["seconds"] = round(time.time() - tb, 2)
             per_bench[name] = metrics
-            from memrl.utils.io import atomic_write_jsonl
 
             atomic_write_jsonl(eval_dir / f"samples_{name}_{ts}.jsonl", samples)
             log.info("%s: %s", name, _summary(metrics))
@@ -121,17 +121,13 @@ def evaluate_model(
         "seconds": round(time.time() - t0, 2),
         "config": OmegaConf.to_container(cfg, resolve=True, enum_to_str=True),
     }
-    from memrl.utils.io import atomic_write_json
 
     atomic_write_json(eval_dir / f"results_{ts}.json", results)
     if cfg.eval.plot and settings.n > 0:
-        from memrl.eval.plots import plot_pass_at_k
-
         curves = dict(per_bench)
         if len(per_bench) > 1:
             curves["overall (weighted)"] = results["overall"]
         plot_pass_at_k(curves, eval_dir / f"pass_at_k_{ts}.png", title=f"pass@k: {Path(model_path).name}")
-    from memrl.tracking import build_tracker, flatten_eval_metrics
 
     if tracker is None:
         own = build_tracker(cfg.logger, str(run_dir.root), results["config"], name=f"eval-{ts}")
@@ -158,8 +154,6 @@ class _progress:
     """The eval progress bar over problems x passes; yields an `advance(n)` callback."""
 
     def __init__(self, total: int) -> None:
-        from memrl.utils.progress import progress_bar
-
         self.total = total
         self.bar = progress_bar("eval")
 
@@ -173,9 +167,6 @@ class _progress:
 
 
 def _print_table(results: dict[str, Any], settings: Any) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
     n = settings.n
     ks = list(settings.ks) if n > 0 else []
     table = Table(title=f"memrl eval: {results['model']}")

@@ -28,7 +28,6 @@ from memrl.data.loaders import load_eval_sets
 from memrl.errors import UserError
 from memrl.eval.runner import EvalSettings, evaluate_problems
 from memrl.grading.build import build_grader
-from memrl.memreward.artifacts import warmup_labels
 from memrl.policy.load import load_policy
 from memrl.rewards.registry import BuildContext, build_reward_pipeline, check_reward_config
 from memrl.rl.checkpoint import latest_checkpoint, load_policy_weights
@@ -40,7 +39,6 @@ from memrl.rollout.build import build_engine
 from memrl.run_dir import RunDir
 from memrl.stages.common import label_ratio, load_training_data, prompt_builder, seed_everything
 from memrl.stages.evaluate import evaluate_model
-from memrl.stages.memreward import run_warmup
 from memrl.tracking import build_tracker
 from memrl.utils.io import atomic_write_json
 from memrl.utils.registry import import_plugins
@@ -164,7 +162,10 @@ def run(cfg: DictConfig, run_dir: RunDir) -> dict[str, Any]:
         warmed: dict[str, Any] = {}
 
         def warmup() -> dict[str, Any]:
-            # MemReward's warm-up rolls out the initial policy: before any update (skipped when its artifacts exist)
+            # MemReward's warm-up rolls out the initial policy: before any update (skipped when its artifacts exist);
+            # its modules load the graph library (torch_geometric), so only a MemReward run imports them
+            from memrl.stages.warmup import run_warmup
+
             warmed.update(run_warmup(cfg, run_dir, (engine, prompt_fn, grader)))
             model.train()
             return warmed
@@ -266,6 +267,11 @@ def run(cfg: DictConfig, run_dir: RunDir) -> dict[str, Any]:
             )
     tracker.finish()
     # write the run directory: train/summary.json with the label accounting
+    warmup = None
+    if warmed:  # MemReward: the labels its warm-up read
+        from memrl.memreward.artifacts import warmup_labels
+
+        warmup = warmup_labels(run_dir)
     t = cfg.trainer
     val_ids = {p.id for p in val_problems} if (t.test_freq > 0 or t.val_before_train) else set()
     summary = {
@@ -276,7 +282,7 @@ def run(cfg: DictConfig, run_dir: RunDir) -> dict[str, Any]:
             len(labelled),
             ground_truth.reads,
             val_ids,
-            warmup_labels(run_dir) if warmed else None,
+            warmup,
         ),
         "initial": None if initial is None else initial["overall"],
         "final": None if final is None else final["overall"],

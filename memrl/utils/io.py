@@ -7,12 +7,16 @@ directory, flush and fsync it, then `os.replace` it onto the final name (atomic 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import enum
 import json
 import os
 import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any
+
+import torch
 
 
 @contextlib.contextmanager
@@ -63,16 +67,12 @@ def atomic_write_jsonl(path: str | os.PathLike, rows: Iterable[Any]) -> None:
 
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
     """`torch.save` to `path` atomically."""
-    import torch
-
     with atomic_open(path, "wb", encoding=None) as f:
         torch.save(obj, f)
 
 
 def _json_default(obj: Any) -> Any:
     # numpy scalars, Paths, enums and dataclasses show up in results; store them as plain JSON.
-    import dataclasses
-    import enum
 
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
         return dataclasses.asdict(obj)

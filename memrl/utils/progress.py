@@ -4,18 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
 
 def progress_bar(label: str) -> Any:
     """A rich `Progress` with the columns memrl uses everywhere; add tasks with `info=""` for the status text."""
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
     return Progress(
         TextColumn(label),
         BarColumn(),

@@ -133,7 +133,7 @@ def data_dir(tmp_path_factory) -> Path:
     import importlib.util
 
     from memrl.data.loaders import default_data_dir
-    from memrl.data.prepare import prepare
+    from memrl.stages.prepare import prepare
 
     # the fake hub rows of tests/data/test_prepare.py (tests are not a package: load the file)
     spec = importlib.util.spec_from_file_location("_fake_hub", Path(__file__).parents[1] / "data" / "test_prepare.py")

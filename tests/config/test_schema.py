@@ -12,6 +12,9 @@ from memrl.config import schema
 
 REPO = Path(__file__).resolve().parents[2]
 ROOT_NAMES = {"cfg", "config"}  # the variables that hold a whole app config
+# parameters typed in a comment rather than an annotation: memrl/data/synthetic.py's bytes fingerprint the
+# tiny model (memrl.policy.tiny.tiny_model_dir), so an edit there rebuilds it; its `cfg` is a SyntheticConfig
+TYPED_ELSEWHERE = {"synthetic.py": {"cfg": "SyntheticConfig"}}
 
 
 def _dataclass_in(tp) -> type | None:
@@ -144,6 +147,7 @@ def code_reads() -> set[tuple[str, ...]]:
         if path.name == "schema.py":
             continue
         visitor = Reads(groups, where)
+        visitor.aliases = {k: set(where[v]) for k, v in TYPED_ELSEWHERE.get(path.name, {}).items()}
         tree = ast.parse(path.read_text())
         # module-level functions see aliases bound in enclosing functions only: visit each function afresh
         visitor.visit(tree)

@@ -1,4 +1,5 @@
-"""Fill the experience memory: choose the memory's queries, roll the initial policy out on them, grade.
+"""Fill the experience memory: choose the memory's queries, roll the initial policy out on them, grade
+(the stage that calls this is `memrl.stages.rollout`).
 
 Which queries (METHODS.md A2, and the label accounting of the MemReward issue):
 
@@ -21,7 +22,9 @@ from typing import Any
 from memrl.data.labels import GroundTruth
 from memrl.data.problem import Problem
 from memrl.errors import UserError
+from memrl.grading import GradeItem
 from memrl.memreward.memory import ExperienceMemory, MemoryQuery, MemoryRollout
+from memrl.rollout.split import split_thinking_answer
 
 log = logging.getLogger(__name__)
 
@@ -91,9 +94,6 @@ def build_memory(
     Labels are read as the roles allow: `labelled_answer` for train (and carved val) queries, the
     validation split's own answers for split val queries, `metrics_answer` for report queries.
     """
-    from memrl.grading import GradeItem
-    from memrl.rollout.split import split_thinking_answer
-
     roles = [("train", plan.train), ("val", plan.val), ("report", plan.report)]
     problems = [(role, p) for role, ps in roles for p in ps]
     groups = engine.generate([prompt_fn(p) for _, p in problems], params, progress=progress)

@@ -26,10 +26,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from memrl.data.loaders import open_hub_dataset
 from memrl.errors import DataError, UserError
+from memrl.grading.extract import after_hash, last_boxed
 
 # the folder under paths.data_dir that holds every prepared set
-PREPARED_DIR = "prepared"
 SEED = 42
 LETTERS = "ABCDEFGHIJ"
 
@@ -112,15 +113,11 @@ def _labelled(choices: dict[str, list[str]], key: str) -> int:
 
 
 def _boxed(solution: str) -> str | None:
-    from memrl.grading.extract import last_boxed
-
     answer = last_boxed(str(solution))
     return answer.strip() if answer and answer.strip() else None
 
 
 def _after_hash(answer: str) -> str | None:
-    from memrl.grading.extract import after_hash
-
     value = after_hash(str(answer))
     return value.replace(",", "").strip() if value else None
 
@@ -294,8 +291,6 @@ def load_hub_rows(source: HubSource, split: str) -> tuple[list[Row], dict[str, A
         UserError: offline (HF_HUB_OFFLINE and friends, or no connection), `datasets` missing, or an unknown
             dataset / configuration / split.
     """
-    from memrl.data.loaders import open_hub_dataset
-
     label = f"hub dataset '{source.path}'" + (f" (subset {source.subset})" if source.subset else "") + f" split {split}"
     how = "`memrl data prepare` needs the network once; run it on a machine that has it and copy data/prepared/ here"
     ds = open_hub_dataset(source.path, source.subset, split, label=label, how=how, revision=source.revision)
@@ -428,13 +423,3 @@ def prepare(name: str, out_dir: str | Path, limit: int | None = None, load: Any 
         tmp.replace(path)
     (root / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     return root
-
-
-def prepare_hint(path: str | Path) -> str:
-    """For a missing file under `<...>/prepared/<name>/`: the sentence that says how to build it ("" otherwise)."""
-    parts = Path(path).parts
-    if PREPARED_DIR in parts[:-1]:
-        name = parts[parts.index(PREPARED_DIR) + 1]
-        if name in SETS:
-            return f". Build it with `memrl data prepare {name}` (needs the network once)"
-    return ""

@@ -118,7 +118,7 @@ def online_reward(cfg, run_dir):
     """The online MemReward component, built through the reward registry as `memrl train` builds it, after the
     warm-up stages (each skipped when its artifacts exist)."""
     from memrl.rewards.registry import BuildContext, build_reward_pipeline
-    from memrl.stages.memreward import run_warmup
+    from memrl.stages.warmup import run_warmup
 
     ctx = BuildContext(run_dir=run_dir, warmup=lambda: run_warmup(cfg, run_dir, None))
     ground_truth, component = build_reward_pipeline(cfg, ctx).components

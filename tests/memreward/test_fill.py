@@ -8,8 +8,8 @@ from memrl.data.labels import GroundTruth, UnlabelledAccessError, nested_labelle
 from memrl.data.problem import Problem
 from memrl.errors import DataError, UserError
 from memrl.grading import Grader
+from memrl.memreward.fill import build_memory, plan_memory
 from memrl.memreward.memory import ExperienceMemory
-from memrl.memreward.warmup import build_memory, plan_memory
 from memrl.rollout.records import Rollout, SamplingParams
 
 

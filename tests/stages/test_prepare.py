@@ -11,9 +11,10 @@ import sys
 
 import pytest
 
-from memrl.data import prepare as P
 from memrl.data.loaders import load_problems
+from memrl.data.registry import prepare_hint
 from memrl.errors import DataError, UserError
+from memrl.stages import prepare as P
 
 
 def _gsm(i):
@@ -323,4 +324,4 @@ def test_missing_prepared_file_says_how_to_build_it(tmp_path):
     }
     with pytest.raises(DataError, match=r"file not found\. Build it with `memrl data prepare memreward`"):
         load_problems(spec)
-    assert P.prepare_hint(tmp_path / "elsewhere.jsonl") == ""
+    assert prepare_hint(tmp_path / "elsewhere.jsonl") == ""
