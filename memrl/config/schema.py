@@ -250,7 +250,8 @@ class AlgoConfig:
     # KL to the reference model, in the loss; no reference model is loaded unless this is on with coef > 0
     use_kl_loss: bool = False
     kl_loss_coef: float = 0.0
-    # low_var_kl (k3) | kl (k1) | mse (k2) | abs
+    # low_var_kl (k3) | kl (k1) | mse (k2) | abs (verl's names); a trailing "+" (k3+, low_var_kl+, k1+, ...)
+    # keeps that estimator's value with k2's gradient (verl's straight-through variant)
     kl_loss_type: str = "low_var_kl"
     entropy_coeff: float = 0.0
     filter_groups: FilterGroupsConfig = field(default_factory=FilterGroupsConfig)

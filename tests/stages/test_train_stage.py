@@ -23,7 +23,7 @@ def test_settings_map_the_dapo_preset(compose_eval):
     "override,message",
     [
         ("algo.loss_agg_mode=mean", "valid: token-mean, seq-mean-token-mean"),
-        ("algo.kl_loss_type=k3", "valid: low_var_kl, kl, mse, abs"),
+        ("algo.kl_loss_type=k4", "valid: low_var_kl, kl, mse, abs, k1, k2, k3, low_var_kl\\+"),
         ("algo.filter_groups.metric=score", "binary outcome"),
         ("trainer.ppo_mini_batch_size=5", "multiple of trainer.ppo_mini_batch_size"),
         ("trainer.compute_dtype=fp8", "valid: auto, float32, bfloat16, float16"),
