@@ -7,7 +7,8 @@
 - nothing refers to the developer notes that are not in the repository (METHODS.md, DESIGN.md, ...) or to
   their section codes ("A7.1", "B5");
 - every `file.py::function` named in the docs is defined in that file, and every config key named in
-  docs/methods.md exists in the composed `memrl train` config (a `group=option` preset names a file in conf/).
+  docs/methods.md exists in the composed `memrl train` config (a `group=option` preset names a file in conf/);
+- every `key=value` override of a `memrl` command shown in README.md or docs/ names an existing key or preset.
 """
 
 from __future__ import annotations
@@ -175,6 +176,35 @@ def test_config_keys_in_methods_exist(compose_eval):
                 f"docs/methods.md names the preset `{group}={option}`; conf/{group}/{option}.yaml does not exist"
             )
     assert len(keys) >= 60, f"expected the config keys of every formula in docs/methods.md, found {len(keys)}"
+    assert not errors, "\n".join(errors)
+
+
+# a memrl command in the docs, inline or in a code block: `memrl train algo=grpo trainer.lr=1e-6 -m seed=0,1`
+COMMAND_RE = re.compile(r"(?:^|`)\s*(?:\.venv(?:-vllm)?/bin/)?memrl (?:train|eval|rollout|graph|gnn)\b([^`#\n]*)", re.M)
+
+
+def test_overrides_in_documented_commands_exist(compose_eval):
+    """Every `key=value` of a documented command names a key of the composed config, and every
+    `group=option` (`+group=a,b` in sweeps) an option file in conf/."""
+    cfg = compose_eval(config_name="train")
+    missing = object()
+    errors, checked = [], 0
+    for page in MARKDOWN:
+        for m in COMMAND_RE.finditer(page.read_text(encoding="utf-8")):
+            for token in m.group(1).split():
+                if "=" not in token or token.startswith("-"):
+                    continue
+                key, value = token.lstrip("+").split("=", 1)
+                checked += 1
+                if "." not in key and (ROOT / "conf" / key).is_dir():
+                    errors += [
+                        f"{page.name}: `{token}`: conf/{key}/{option}.yaml does not exist"
+                        for option in value.split(",")
+                        if not (ROOT / "conf" / key / f"{option}.yaml").exists()
+                    ]
+                elif OmegaConf.select(cfg, key, default=missing, throw_on_missing=False) is missing:
+                    errors.append(f"{page.name}: `{token}`: the train config has no key {key}")
+    assert checked >= 50, f"found only {checked} overrides in the documented commands"
     assert not errors, "\n".join(errors)
 
 
