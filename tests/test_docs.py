@@ -9,6 +9,7 @@
 - every `file.py::function` named in the docs is defined in that file, and every config key named in
   docs/methods.md exists in the composed `memrl train` config (a `group=option` preset names a file in conf/);
 - every `key=value` override of a `memrl` command shown in README.md or docs/ names an existing key or preset.
+- the default docs/methods.md writes after a key is the composed one.
 """
 
 from __future__ import annotations
@@ -176,6 +177,37 @@ def test_config_keys_in_methods_exist(compose_eval):
                 f"docs/methods.md names the preset `{group}={option}`; conf/{group}/{option}.yaml does not exist"
             )
     assert len(keys) >= 60, f"expected the config keys of every formula in docs/methods.md, found {len(keys)}"
+    assert not errors, "\n".join(errors)
+
+
+# "`key` (default; ...)" in a Config -> code table
+DEFAULT_RE = re.compile(r"`((?:" + "|".join(CONFIG_GROUPS) + r")\.[\w.]+)` \(([^;,)\s]+)")
+
+
+def test_defaults_in_methods_match_the_config(compose_eval):
+    """The default written after a key in docs/methods.md is the one `memrl train --cfg job` shows."""
+    cfg = compose_eval(config_name="train")
+    errors, checked = [], 0
+    for m in DEFAULT_RE.finditer(METHODS.read_text(encoding="utf-8")):
+        key, written = m.group(1), m.group(2)
+        actual = OmegaConf.select(cfg, key, default=None)
+        if isinstance(actual, bool) or actual is None:
+            if written not in ("true", "false", "null"):
+                continue
+            ok = written == {True: "true", False: "false", None: "null"}[actual]
+        elif isinstance(actual, int | float):
+            try:
+                ok = float(written) == float(actual)
+            except ValueError:
+                continue
+        elif isinstance(actual, str):
+            ok = written == actual
+        else:
+            continue
+        checked += 1
+        if not ok:
+            errors.append(f"docs/methods.md: `{key}` ({written}), but the composed default is {actual!r}")
+    assert checked >= 60, f"found only {checked} documented defaults"
     assert not errors, "\n".join(errors)
 
 
