@@ -270,7 +270,7 @@ class OverlongBufferConfig:
 
 @dataclass
 class MemRewardWarmupConfig:
-    """Rollouts of the initial policy that fill the experience memory (METHODS.md A2.2)."""
+    """Rollouts of the initial policy that fill the experience memory (docs/methods.md#experience-memory)."""
 
     # rollouts per query; the paper: 8 at temperature 1.5, top_p 0.95, 1024 tokens
     n: int = 8
@@ -283,7 +283,7 @@ class MemRewardWarmupConfig:
 
 @dataclass
 class GNNConfig:
-    """The reward GNN and its training (METHODS.md A3: GATv2, 2 layers, 512 hidden, 4 heads, Adam 1e-3)."""
+    """The reward GNN and its training (docs/methods.md#reward-gnn: GATv2, 2 layers, 512 hidden, 4 heads, Adam 1e-3)."""
 
     hidden: int = 512
     heads: int = 4
@@ -323,7 +323,7 @@ class MemRewardConfig:
     # query-query edges: each query's k most similar labelled queries
     k: int = 7
     # memory_to_query: a query receives messages from its labelled neighbours (the paper);
-    # query_to_memory: the released code's direction (METHODS.md A7.1)
+    # query_to_memory: the released code's direction (docs/methods.md#message-direction)
     direction: str = "memory_to_query"
     # think-think edges inside a group (0: none, as in the released pipeline)
     think_k: int = 0
@@ -369,7 +369,7 @@ class RewardConfig:
 
 @dataclass
 class MedsConfig:
-    """MEDS reward shaping (METHODS.md part B): penalise wrong rollouts that repeat a prompt's past errors."""
+    """MEDS reward shaping (docs/methods.md#meds): penalise wrong rollouts that repeat a prompt's past errors."""
 
     # off by default; conf/meds/: disabled | monitor (memory and diagnostics, no penalty) | enabled
     enable: bool = False

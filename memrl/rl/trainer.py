@@ -1,4 +1,4 @@
-"""The GRPO / DAPO training loop (DESIGN.md, data flow of `memrl train`, step 4).
+"""The GRPO / DAPO training loop (docs/architecture.md#data-flow-of-memrl-train, step 4).
 
 Per step: sample prompts -> `n` rollouts each -> rewards (phase 1) -> dynamic sampling on the binary
 outcome, refilling from further generation batches -> one no-grad scoring pass (old and reference
