@@ -4,7 +4,7 @@ that every log-prob, entropy, gradient and Adam step is written out here with pl
 Covered: metrics averaged over the mini-batches that ran, several PPO epochs, the KL term with a reference
 model, entropy_coeff, MEDS' entropy advantage, learning-rate warm-up, micro-batch gradient accumulation
 against one large batch, and the skip of a step with a non-finite gradient. The expected values never call
-`memrl.rl` code: the objectives below are the formulas of METHODS.md / verl written out directly.
+`memrl.rl` code: the objectives below are the formulas of docs/methods.md#grpo-and-dapo / verl written out directly.
 """
 
 from __future__ import annotations
