@@ -290,7 +290,9 @@ class AlgoConfig:
     kl_loss_coef: float = 0.0
     """(with use_kl_loss) the weight of the KL term in the loss"""
     kl_loss_type: str = "low_var_kl"
-    """the registered KL estimator (memrl.rl.core_algos.KL_ESTIMATORS): low_var_kl (k3) | kl (k1) | mse (k2) | abs"""
+    """the registered KL estimator (memrl.rl.core_algos.KL_ESTIMATORS): low_var_kl (k3) | kl (k1) | mse (k2) | abs
+    (verl's names); a trailing "+" (k3+, low_var_kl+, k1+, ...) keeps that estimator's value with k2's gradient
+    (verl's straight-through variant)"""
     entropy_coeff: float = 0.0
     """weight of an entropy bonus in the loss (0: none; the entropy is still logged)"""
     filter_groups: FilterGroupsConfig = field(default_factory=FilterGroupsConfig)
@@ -313,7 +315,7 @@ class OverlongBufferConfig:
 
 @dataclass
 class MemRewardWarmupConfig:
-    """Rollouts of the initial policy that fill the experience memory (METHODS.md A2.2)."""
+    """Rollouts of the initial policy that fill the experience memory (docs/methods.md#experience-memory)."""
 
     n: int = 8
     """rollouts per query; the paper: 8 at temperature 1.5, top_p 0.95, 1024 tokens"""
@@ -329,7 +331,7 @@ class MemRewardWarmupConfig:
 
 @dataclass
 class GNNConfig:
-    """The reward GNN and its training (METHODS.md A3: GATv2, 2 layers, 512 hidden, 4 heads, Adam 1e-3)."""
+    """The reward GNN and its training (docs/methods.md#reward-gnn: GATv2, 2 layers, 512 hidden, 4 heads, Adam 1e-3)."""
 
     hidden: int = 512
     """hidden width of every layer"""
@@ -380,7 +382,7 @@ class MemRewardConfig:
     """query-query edges: each query's k most similar labelled queries"""
     direction: str = "memory_to_query"
     """memory_to_query: a query receives messages from its labelled neighbours (the paper); query_to_memory: the
-    released code's direction (METHODS.md A7.1)"""
+    released code's direction (docs/methods.md#message-direction)"""
     think_k: int = 0
     """think-think edges inside a group (0: none, as in the released pipeline)"""
     encoder_path: str | None = None
@@ -434,7 +436,7 @@ class RewardConfig:
 
 @dataclass
 class MedsConfig:
-    """MEDS reward shaping (METHODS.md part B): penalise wrong rollouts that repeat a prompt's past errors."""
+    """MEDS reward shaping (docs/methods.md#meds): penalise wrong rollouts that repeat a prompt's past errors."""
 
     enable: bool = False
     """off by default; conf/meds/: disabled | monitor (memory and diagnostics, no penalty) | enabled"""

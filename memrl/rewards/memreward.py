@@ -3,7 +3,7 @@ queries. The warm-up that builds the GNN is `memrl.stages.warmup`; the memory, g
 `memrl.memreward.*`.
 
 Labelled queries keep their ground-truth reward (`GroundTruthReward` runs first in the pipeline); this
-component judges the other groups from the frozen memory graph and reward model (METHODS.md A2.5):
+component judges the other groups from the frozen memory graph and reward model (docs/methods.md#online-reward):
 
 - `hard` (the paper): outcome = score = 1[p > threshold];
 - `soft`: score = p, outcome = 1[p > threshold] (dynamic sampling filters on the binary outcome);

@@ -1,4 +1,4 @@
-"""The GRPO / DAPO training loop (DESIGN.md, data flow of `memrl train`, step 4).
+"""The GRPO / DAPO training loop (docs/architecture.md#data-flow-of-memrl-train, step 4).
 
 The math lives in `memrl.rl.core_algos`; this module only moves tensors between the pieces. One step, and
 where each part of it is done (B groups of G = rollout.n rollouts; L = the longest response of the batch):
@@ -458,6 +458,8 @@ class Trainer:
                 )
                 self.optimizer.zero_grad(set_to_none=True)
                 mb_loss = mb_pg = 0.0
+                # this mini-batch's entropy and KL, summed from its micro-batches' shares (as its loss is)
+                mb_terms: dict[str, float] = {}
                 for mstart in range(0, len(mb), t.micro_batch_size):
                     mu = mb.select(list(range(mstart, min(mstart + t.micro_batch_size, len(mb)))))  # [M, L]
                     # log_prob, entropy: [M, L]
@@ -480,16 +482,16 @@ class Trainer:
                         ent = agg_loss(out.entropy, mu.response_mask, a.loss_agg_mode, **norm)  # [M, L] -> []
                         if a.entropy_coeff != 0:
                             loss = loss - a.entropy_coeff * ent
-                        add("actor/entropy", ent.item())
+                        mb_terms["actor/entropy"] = mb_terms.get("actor/entropy", 0.0) + ent.item()
                     if mu.ref_log_prob is not None:
                         kl = agg_loss(  # [M, L] -> []
-                            self.kl_estimator(out.log_prob, mu.ref_log_prob),
+                            self.kl_estimator(out.log_prob, mu.ref_log_prob, mu.response_mask),
                             mu.response_mask,
                             a.loss_agg_mode,
                             **norm,
                         )
                         loss = loss + self.kl_coef * kl
-                        add("actor/kl_loss", kl.item())
+                        mb_terms["actor/kl_loss"] = mb_terms.get("actor/kl_loss", 0.0) + kl.item()
                     loss.backward()
                     mb_loss += loss.item()
                     mb_pg += pg_loss.item()
@@ -505,13 +507,14 @@ class Trainer:
                 add("actor/grad_norm", grad_norm.item())
                 add("actor/pg_loss", mb_pg)
                 add("actor/loss", mb_loss)
+                for key, value in mb_terms.items():
+                    add(key, value)
         lr = self.scheduler.get_last_lr()[0]
-        self.scheduler.step()
+        with warnings.catch_warnings():  # the schedule counts RL steps, the optimiser step skipped or not
+            warnings.simplefilter("ignore", UserWarning)
+            self.scheduler.step()
+        # averages over the mini-batches that ran (an empty one, fewer groups than train_batch_size, is none)
         out = {k: sums[k] / counts[k] for k in sums if counts[k] > 0}
-        # entropy and KL were added once per micro-batch as shares of the mini-batch: sum, not average
-        for key in ("actor/entropy", "actor/kl_loss"):
-            if key in sums:
-                out[key] = sums[key] / max(1, n_mini * t.ppo_epochs)
         out["actor/lr"] = lr
         return out
 

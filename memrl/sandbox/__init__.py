@@ -2,8 +2,8 @@
 
 `SandboxPool.run(jobs)` runs each `Job` (a program and its test steps) in a fresh process group and
 returns a `Verdict` per job: passed, failed (with the first failing assert), error, timeout or
-resource_limit. `runner.py` is the parent side, `harness.py` the child side; README section "Code
-tasks and the sandbox" lists each defence and the adversarial cases the tests run.
+resource_limit. `runner.py` is the parent side, `harness.py` the child side; docs/code-sandbox.md
+lists each defence and the adversarial cases the tests run.
 
 What each program gets, with namespaces (`isolation="namespaces"`, chosen by "auto" where
 `unshare` of user or mount namespaces is allowed):

@@ -69,7 +69,8 @@ class Registry(Generic[T]):
             return self._entries[name]
         except KeyError:
             raise UserError(
-                f"unknown {self.key}={name}; registered {self.kind}s: {', '.join(self.names())} "
+                f"unknown {self.key}={name}; registered {self.kind}{'es' if self.kind.endswith('s') else 's'}: "
+                f"{', '.join(self.names())} "
                 "(a plugin module registers more: plugins=[my_module])"
             ) from None
 
