@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from memrl.config.schema import MedsConfig
 from memrl.errors import UserError
 from memrl.grading.extract import extract_answer
 from memrl.meds.anchor import AnchorFinder
@@ -56,13 +57,14 @@ class MEDSShaper(RewardComponent):
         self,
         tokenizer: Any,
         memory: ErrorMemory,
-        penalty_target: str = "wrong",
-        penalty_coef: float = 0.1,
-        penalty_cap: float = 2.0,
+        # the defaults are the schema's (memrl.config.schema.MedsConfig), the one place they are written
+        penalty_target: str = MedsConfig.penalty_target,
+        penalty_coef: float = MedsConfig.penalty_coef,
+        penalty_cap: float = MedsConfig.penalty_cap,
         anchor_patterns: tuple[str, ...] = ("\\boxed{",),
-        last_n_layers: int | None = None,
-        layer_diff: bool = False,
-        final_norm: bool = False,
+        last_n_layers: int | None = MedsConfig.last_n_layers,
+        layer_diff: bool = MedsConfig.layer_diff,
+        final_norm: bool = MedsConfig.final_norm,
         answer_formats: tuple[str, ...] = ("boxed", "hash"),
     ) -> None:
         if penalty_target not in PENALTY_TARGETS:

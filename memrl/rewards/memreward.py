@@ -25,6 +25,7 @@ from typing import Any
 
 import torch
 
+from memrl.config.schema import MemRewardConfig
 from memrl.errors import UserError
 from memrl.memreward.artifacts import fit_settings, gnn_dir, load_graph_inputs, make_model
 from memrl.memreward.embed import TextGroup
@@ -73,8 +74,9 @@ class MemRewardReward(RewardComponent):
     def __init__(
         self,
         predictor: RewardPredictor,
-        mode: str = "hard",
-        threshold: float = 0.5,
+        # the defaults are the schema's (memrl.config.schema.MemRewardConfig), the one place they are written
+        mode: str = MemRewardConfig.reward_mode,
+        threshold: float = MemRewardConfig.threshold,
         abstain_band: tuple[float, float] | None = None,
         growth: MemoryGrowth | None = None,
     ) -> None:
