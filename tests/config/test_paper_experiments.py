@@ -51,7 +51,8 @@ def test_sweep_and_header(compose_eval, name):
 def test_memreward_job_has_the_papers_recipe(compose_eval, name, key, value):
     cfg = compose_eval(f"experiment=paper/{name}", f"{key}={value}", config_name="train")
     a, t, r = cfg.algo, cfg.trainer, cfg.rollout
-    assert (a.name, a.use_kl_loss, a.kl_loss_coef, a.kl_loss_type) == ("grpo", True, 0.001, "low_var_kl")
+    assert cfg.hydra.runtime.choices.algo == "grpo"
+    assert (a.use_kl_loss, a.kl_loss_coef, a.kl_loss_type) == (True, 0.001, "low_var_kl")
     assert (a.clip_ratio_low, a.clip_ratio_high, a.loss_agg_mode, a.filter_groups.enable) == (
         0.2,
         0.2,
@@ -108,7 +109,7 @@ def test_meds_job_has_the_papers_recipe(compose_eval, name, key, value):
     assert (cfg.eval.n, cfg.eval.temperature, cfg.eval.ks[-1]) == (128, 1.0, 128)
     assert cfg.eval.max_new_tokens == (3072 if "math-7b" in name else 8192)
     dapo = value.startswith("dapo")
-    assert a.name == {"grpo": "grpo", "grpo_entropy": "grpo_entropy"}.get(value, "dapo")
+    assert cfg.hydra.runtime.choices.algo == {"grpo": "grpo", "grpo_entropy": "grpo_entropy"}.get(value, "dapo")
     assert a.filter_groups.enable == dapo and cfg.reward.overlong_buffer.enable == dapo
     if dapo:
         assert (cfg.reward.overlong_buffer.len, cfg.reward.overlong_buffer.penalty_factor) == (512, 1.0)
