@@ -475,3 +475,68 @@ def register_configs() -> None:
     cs = ConfigStore.instance()
     cs.store(name="eval_schema", node=EvalAppConfig)
     cs.store(name="train_schema", node=TrainAppConfig)
+
+
+# ---------------------------------------------------------------------------------------------------
+# dist: scale-out on FSDP2 + DCP + torchrun (memrl/dist, docs/scaling.md). Not yet part of the train
+# app's defaults: the trainer is wired to it in a later step.
+
+
+class DistStrategy(str, Enum):
+    """How the policy is trained across processes."""
+
+    none = "none"  # one process, one device (today's behaviour)
+    fsdp2 = "fsdp2"  # torch's fully_shard over all torchrun processes (HSDP with mesh.replicate > 1)
+
+
+class DistBackend(str, Enum):
+    """The torch.distributed backend of the process group."""
+
+    auto = "auto"  # nccl when CUDA is available, else gloo
+    nccl = "nccl"
+    gloo = "gloo"
+
+
+class DistDtype(str, Enum):
+    """A dtype of FSDP2's mixed-precision policy."""
+
+    auto = "auto"  # param_dtype: bfloat16 on a GPU that supports it, else float32; reduce_dtype: float32
+    float32 = "float32"
+    bfloat16 = "bfloat16"
+    float16 = "float16"
+
+
+@dataclass
+class DistMeshConfig:
+    """The device mesh: replicate x shard processes (HSDP: replicate across nodes, shard inside one)."""
+
+    # replicas of the sharded model (1: plain FSDP over every process)
+    replicate: int = 1
+    # processes one copy of the model is sharded over (None: world size / replicate)
+    shard: int | None = None
+
+
+@dataclass
+class DistMixedPrecisionConfig:
+    """FSDP2's MixedPrecisionPolicy; the sharded parameters and the optimiser state stay float32."""
+
+    # dtype of the gathered parameters, i.e. of forward and backward compute
+    param_dtype: DistDtype = DistDtype.auto
+    # dtype of the gradient reduce-scatter / all-reduce
+    reduce_dtype: DistDtype = DistDtype.auto
+
+
+@dataclass
+class DistConfig:
+    """Distributed training: launched by torchrun (docs/scaling.md)."""
+
+    strategy: DistStrategy = DistStrategy.none
+    backend: DistBackend = DistBackend.auto
+    mesh: DistMeshConfig = field(default_factory=DistMeshConfig)
+    mixed_precision: DistMixedPrecisionConfig = field(default_factory=DistMixedPrecisionConfig)
+    # free each decoder layer's gathered parameters after its forward (less memory, one more all-gather)
+    reshard_after_forward: bool = True
+    # keep sharded parameters, gradients and optimiser state in CPU memory (FSDP2's CPUOffloadPolicy)
+    cpu_offload: bool = False
+    # seconds a collective may wait before every rank fails (a dead or stuck rank ends the run, never hangs it)
+    timeout_s: int = 600
