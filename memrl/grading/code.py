@@ -8,7 +8,10 @@ Two benchmark layouts are understood, recognised from a problem's metadata:
 - MBPP (`test_list`, optional `test_setup_code`): the program, then the setup code; each assert of
   `test_list` is its own step, so the first failing one is reported.
 
-A completion passes only when the harness reports that every test ran (see `memrl.sandbox`).
+A completion passes only when the trusted replay of the tests, against the values its functions under
+test returned in the sandbox, passes (see `memrl.sandbox`): the prompt (HumanEval) or the reference
+solution (MBPP) is the replay's trusted prelude, so the tests' helpers and setup classes come from the
+benchmark, never from the completion.
 """
 
 from __future__ import annotations
@@ -40,7 +43,9 @@ class CodeTask:
         entry_point: the function HumanEval's `check` receives; None for MBPP.
         tests: (name, source) steps, run after the program (MBPP's setup code is the first).
         expose: the functions under test: the only names of the program that the tests see even when
-            they shadow a builtin (MBPP has a function called `sum`).
+            they shadow a builtin (MBPP has a function called `sum`); their calls are recorded.
+        prelude: trusted benchmark code the replay runs before the tests (the prompt, or MBPP's
+            reference solution).
     """
 
     kind: str
@@ -48,6 +53,7 @@ class CodeTask:
     entry_point: str | None
     tests: tuple[tuple[str, str], ...]
     expose: tuple[str, ...] = ()
+    prelude: str = ""
 
 
 def code_task(metadata: dict[str, Any]) -> CodeTask:
@@ -59,7 +65,8 @@ def code_task(metadata: dict[str, Any]) -> CodeTask:
     if metadata.get("test") and metadata.get("entry_point"):
         entry = str(metadata["entry_point"])
         test = str(metadata["test"]) + f"\n\ncheck({entry})\n"
-        return CodeTask("humaneval", str(metadata.get("prompt", "")), entry, (("check", test),), (entry,))
+        prompt = str(metadata.get("prompt", ""))
+        return CodeTask("humaneval", prompt, entry, (("check", test),), (entry,), prompt)
     tests = metadata.get("test_list")
     if isinstance(tests, (list, tuple)) and tests:
         steps = tuple((f"test {i + 1}", str(t)) for i, t in enumerate(tests))
@@ -68,8 +75,9 @@ def code_task(metadata: dict[str, Any]) -> CodeTask:
         if setup.strip():
             steps = (("test setup", setup), *steps)
         # the reference solution's top-level functions are the ones under test
-        expose = tuple(dict.fromkeys(re.findall(r"^def\s+(\w+)", str(metadata.get("code") or ""), re.M)))
-        return CodeTask("mbpp", "", None, steps, expose)
+        reference = str(metadata.get("code") or "")
+        expose = tuple(dict.fromkeys(re.findall(r"^def\s+(\w+)", reference, re.M)))
+        return CodeTask("mbpp", "", None, steps, expose, reference)
     raise UserError(
         "a code problem needs HumanEval fields (test, entry_point, prompt) or MBPP fields (test_list) in its "
         f"metadata; it has: {', '.join(sorted(metadata)) or '(none)'}"
@@ -132,7 +140,7 @@ def build_job(response: str, task: CodeTask) -> tuple[Job | None, str | None]:
             source = task.prompt + program
     else:
         source = program
-    return Job(source, task.tests, task.expose), program
+    return Job(source, task.tests, task.expose, task.prelude), program
 
 
 class CodeGrader:
