@@ -17,11 +17,12 @@ The supervisor waits for the child (`wait4`: exit status and resource usage from
 replays the tests: it runs the benchmark's trusted prelude (HumanEval's prompt, MBPP's reference code)
 and the test steps, with each function under test replaced by a stand-in that checks the arguments
 against the record and returns the recorded value. Return values must be plain data (None, bool, int,
-float, complex, str, bytes, and lists, tuples, sets, frozensets, dicts of those, with exact types);
-anything else fails. So nothing the child writes can become "passed" unless the recorded values
+float, complex, str, bytes, and lists, tuples, sets, frozensets, dicts of those, with exact types;
+the standard library's Counter, OrderedDict and defaultdict come back as Counter, OrderedDict and
+dict); anything else fails. So nothing the child writes can become "passed" unless the recorded values
 really satisfy the tests: an object whose `__eq__` always returns True is not plain data, and a
-forged record is only a table of values that the trusted asserts still check. The verdict is one
-JSON line on REPORT_FD, which the child never holds.
+forged record is only a table of values that the trusted asserts still check. The verdict
+(status, detail) goes on REPORT_FD, which the child never holds.
 
 Limits of the replay: the tests see the functions under test only through their calls (arguments
 are compared by value; objects of the program's classes only by class name); a test that reads state
@@ -69,11 +70,20 @@ def encode(value, objects=False, depth=0):
     if t is set or t is frozenset:
         items = [encode(v, objects, depth + 1) for v in value]
         return ["s" if t is set else "z", sorted(items, key=_json_key)]
-    if t is dict:
-        return ["d", [[encode(k, objects, depth + 1), encode(v, objects, depth + 1)] for k, v in dict.items(value)]]
+    if t is dict or t in _dict_types():
+        # Counter, OrderedDict, defaultdict: their items, read from the dict itself (not their methods)
+        tag = {dict: "d"}.get(t) or _dict_types()[t]
+        return [tag, [[encode(k, objects, depth + 1), encode(v, objects, depth + 1)] for k, v in dict.items(value)]]
     if objects:
         return ["o", _type_name(value)]
     raise Unencodable(_type_name(value))
+
+
+def _dict_types():
+    """The standard library's dict subclasses a program may return, and their tags."""
+    import collections
+
+    return {collections.Counter: "C", collections.OrderedDict: "O", collections.defaultdict: "d"}
 
 
 def _json_key(item):
@@ -170,8 +180,10 @@ def decode(data, depth=0):
         if tag in ("l", "t", "s", "z") and len(rest) == 1 and type(rest[0]) is list:
             items = [decode(x, depth + 1) for x in rest[0]]
             return {"l": list, "t": tuple, "s": set, "z": frozenset}[tag](items)
-        if tag == "d" and len(rest) == 1 and type(rest[0]) is list:
-            out = {}
+        if tag in ("d", "C", "O") and len(rest) == 1 and type(rest[0]) is list:
+            import collections
+
+            out = {"d": dict, "C": collections.Counter, "O": collections.OrderedDict}[tag]()
             for pair in rest[0]:
                 if type(pair) is not list or len(pair) != 2:
                     raise ValueError("a malformed dict entry")
@@ -230,7 +242,11 @@ def _landlock(paths, libc, ctypes):
     if abi < 1:
         return
     fs = (1 << 13) - 1 | (abi >= 2) << 13 | (abi >= 3) << 14 | (abi >= 5) << 15
-    attr = struct.pack("=Q", fs) + (struct.pack("=Q", 3) if abi >= 4 else b"") + (struct.pack("=Q", 3) if abi >= 6 else b"")
+    attr = (
+        struct.pack("=Q", fs)
+        + (struct.pack("=Q", 3) if abi >= 4 else b"")
+        + (struct.pack("=Q", 3) if abi >= 6 else b"")
+    )
     ruleset = libc.syscall(LANDLOCK_CREATE_RULESET, attr, ctypes.c_size_t(len(attr)), ctypes.c_uint32(0))
     if ruleset < 0:
         raise OSError(ctypes.get_errno(), "landlock_create_ruleset")
@@ -260,6 +276,7 @@ def _child(job, record_w):
     except OSError as e:
         sys.stderr.write(f"memrl sandbox: could not confine the program: {e}\n")
         os._exit(71)
+    os.write(record_w, b"+")  # confined: from here on the supervisor judges whatever happens as the program's
     for name in ("ctypes", "_ctypes", "ctypes._endian"):
         sys.modules.pop(name, None)
     write, exit_now, dumps = os.write, os._exit, dump_json
@@ -511,13 +528,15 @@ def _supervise(job):
     if os.WIFSIGNALED(status):
         return _signal_verdict(os.WTERMSIG(status), usage.ru_utime + usage.ru_stime, job["limits"])
     code = os.WEXITSTATUS(status)
-    if code == 71:
-        # the confinement itself failed: a sandbox failure, not a verdict (the runner retries)
-        raise RuntimeError("the child could not be confined")
-    if not chunks:
+    data = b"".join(chunks)
+    if not data.startswith(b"+"):
+        # the confinement itself failed, before any of the program ran: a sandbox failure, not a
+        # verdict (the runner retries); the child's stderr says why
+        raise RuntimeError(f"the program's process could not be confined (exit code {code})")
+    if len(data) == 1:
         return "error", f"the program ended (exit code {code}) before its tests ran"
     try:
-        record = load_json(b"".join(chunks).decode("ascii"))
+        record = load_json(data[1:].decode("ascii"))
         if type(record) is not dict:
             raise ValueError("not an object")
         return _replay(job, record)

@@ -366,6 +366,10 @@ def _collect(proc: subprocess.Popen, report_fd: int, deadline: float, limits: Li
                     dropped += len(chunk) - len(keep)
     finally:
         sel.close()
+        if open_fds == 0:
+            # both pipes closed: the run is over; let bubblewrap reap its namespace before the kill
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=max(1.0, deadline - time.monotonic()))
         _killpg(proc.pid)
         proc.stdout.close()
     return bytes(report), bytes(output), dropped, timed_out
