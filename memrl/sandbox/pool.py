@@ -40,6 +40,15 @@ def isolation_problem(isolation: str, python: str | None = None) -> str | None:
     return None
 
 
+def usable_python(isolation: str) -> str | None:
+    """An interpreter `isolation` runs here: this one, else the system's /usr/bin/python3 (which the user
+    nobody can read, unlike an interpreter under root's home); None when neither works."""
+    for python in dict.fromkeys([sys.executable, "/usr/bin/python3"]):
+        if os.path.exists(python) and isolation_problem(isolation, python) is None:
+            return python
+    return None
+
+
 @functools.cache
 def detect_isolation(python: str | None = None) -> str:
     """The strongest isolation that works here: "bwrap", else "rlimits" (logged either way).

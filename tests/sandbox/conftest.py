@@ -6,29 +6,18 @@ loop still reaches its CPU limit long before the wall clock, so verdicts do not 
 
 from __future__ import annotations
 
-import os
-import sys
-
 import pytest
 
 from memrl.sandbox import Limits, SandboxPool
-from memrl.sandbox.pool import isolation_problem
+from memrl.sandbox.pool import isolation_problem, usable_python
 
 FAST = Limits(timeout_s=60.0, cpu_s=1, memory_mb=256, open_files=32, file_mb=1, output_kb=8)
-
-
-def rlimits_python() -> str | None:
-    """An interpreter the rlimits mode can run (as root, programs run as nobody, who must read its library)."""
-    for cand in dict.fromkeys([sys.executable, "/usr/bin/python3"]):
-        if os.path.exists(cand) and isolation_problem("rlimits", cand) is None:
-            return cand
-    return None
 
 
 def modes() -> list:
     """(isolation, python) of every mode, skipped where this machine cannot run it."""
     bwrap = isolation_problem("bwrap", None)
-    py = rlimits_python()
+    py = usable_python("rlimits")
     return [
         pytest.param(("bwrap", None), id="bwrap", marks=[pytest.mark.skip(f"no bwrap: {bwrap}")] if bwrap else []),
         pytest.param(
