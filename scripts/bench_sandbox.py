@@ -73,7 +73,9 @@ def main() -> int:
     args = ap.parse_args()
     workers = args.workers or cpu_count()
     pool = SandboxPool(Limits(), workers=workers, isolation=args.isolation, python=args.python)
-    slow_pool = SandboxPool(Limits(cpu_s=20, timeout_s=60), workers=workers, isolation=args.isolation, python=args.python)
+    slow_pool = SandboxPool(
+        Limits(cpu_s=20, timeout_s=60), workers=workers, isolation=args.isolation, python=args.python
+    )
     he = load_problems({"name": "humaneval", "source": "bundled", "split": "test", "domain": "code"})
     mb = load_problems({"name": "mbpp", "source": "bundled", "split": "test", "domain": "code"})
     canonical = [build_job(p.metadata["canonical_solution"], code_task(p.metadata))[0] for p in he]
@@ -108,7 +110,7 @@ def main() -> int:
         f"baseline (plain `python -c`, exit code, no isolation) on HumanEval canonical: {sum(base)}/{len(base)} pass; "
         f"{len(canonical) / dt_base:6.1f} programs/s"
     )
-    for name, jobs, dt in rows[:2]:
+    for name, _jobs, dt in rows[:2]:
         print(f"sandbox/baseline throughput ratio, {name}: {dt_base / dt:.2f}")
     return 0 if ok else 1
 

@@ -16,6 +16,7 @@ benchmark, never from the completion.
 
 from __future__ import annotations
 
+import ast
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -76,12 +77,31 @@ def code_task(metadata: dict[str, Any]) -> CodeTask:
             steps = (("test setup", setup), *steps)
         # the reference solution's top-level functions are the ones under test
         reference = str(metadata.get("code") or "")
-        expose = tuple(dict.fromkeys(re.findall(r"^def\s+(\w+)", reference, re.M)))
-        return CodeTask("mbpp", "", None, steps, expose, reference)
+        return CodeTask("mbpp", "", None, steps, _under_test(reference, tests), reference)
     raise UserError(
         "a code problem needs HumanEval fields (test, entry_point, prompt) or MBPP fields (test_list) in its "
         f"metadata; it has: {', '.join(sorted(metadata)) or '(none)'}"
     )
+
+
+def _under_test(reference: str, tests: Sequence[Any]) -> tuple[str, ...]:
+    """MBPP's functions under test: the reference's top-level functions, and any other name the asserts
+    use that the reference defines (a lambda, a class): the replay must never run the reference's
+    version of what the program should provide. (Classes its setup code builds stay the reference's.)"""
+    try:
+        body = ast.parse(reference).body
+    except SyntaxError:
+        return tuple(dict.fromkeys(re.findall(r"^def\s+(\w+)", reference, re.M)))
+    defs = [n.name for n in body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))]
+    others = {n.name for n in body if isinstance(n, ast.ClassDef)}
+    others |= {t.id for n in body if isinstance(n, ast.Assign) for t in n.targets if isinstance(t, ast.Name)}
+    used = set()
+    for test in tests:
+        try:
+            used |= {n.id for n in ast.walk(ast.parse(str(test))) if isinstance(n, ast.Name)}
+        except SyntaxError:
+            continue
+    return tuple(dict.fromkeys([*defs, *sorted(others & used)]))
 
 
 def code_question(question: str, metadata: dict[str, Any]) -> str:

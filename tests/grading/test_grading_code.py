@@ -59,13 +59,17 @@ def test_code_task_reads_both_layouts_and_rejects_others(humaneval, mbpp):
     mb = code_task(next(p for p in mbpp if p.id == "mbpp-367").metadata)
     assert [name for name, _ in mb.tests] == ["test setup", "test 1", "test 2", "test 3"]
     assert mb.expose == ("get_height", "is_tree_balanced")
+    # a function under test the reference defines without `def` is the program's too, never the reference's
+    assert code_task({"test_list": ["assert f(1) == 1"], "code": "f = lambda x: x\ng = 1\n"}).expose == ("f",)
     with pytest.raises(UserError, match="MBPP fields"):
         code_task({"question": "x"})
 
 
 def test_canonical_solutions_pass_and_broken_ones_fail(pool, humaneval, mbpp):
     # the first 12, and those whose tests draw random numbers (HumanEval/32, 38, 50, 53)
-    he = humaneval[:12] + [p for p in humaneval if p.id in ("HumanEval/32", "HumanEval/38", "HumanEval/50", "HumanEval/53")]
+    he = humaneval[:12] + [
+        p for p in humaneval if p.id in ("HumanEval/32", "HumanEval/38", "HumanEval/50", "HumanEval/53")
+    ]
     jobs = [build_job(p.metadata["canonical_solution"], code_task(p.metadata))[0] for p in he]
     # the same solutions with the first return value perturbed
     wrong = [
