@@ -28,7 +28,8 @@ Isolation, `grading.sandbox.isolation`:
 - "rlimits" (where user namespaces are off): the supervisor runs bare; the program's process runs as
   nobody when memrl is root, under Landlock (it may read the interpreter's folders and /usr, /lib*,
   /bin, /sbin only, and write nowhere), with a filter that refuses every write, file creation and
-  change of a file system entry (so its total disk use is zero); it dies with its supervisor.
+  change of a file system entry (so its total disk use is zero); it dies with its supervisor, which
+  is a child subreaper and kills the whole process tree under it (`kill_tree`) after each program.
 
 Both modes: rlimits (CPU, address space, open files, file size, no core dumps), a scrubbed
 environment, stdin closed, output capped, and a seccomp filter (libseccomp through pyseccomp) that

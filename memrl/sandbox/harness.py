@@ -38,6 +38,7 @@ RECORD_CAP = 8 << 20  # bytes of recorded calls the supervisor reads; more is a 
 MAX_DEPTH = 100
 SIGNAL_NAMES = {4: "SIGILL", 6: "SIGABRT", 7: "SIGBUS", 8: "SIGFPE", 11: "SIGSEGV", 31: "SIGSYS"}
 PR_SET_PDEATHSIG, PR_SET_DUMPABLE, PR_SET_NO_NEW_PRIVS, PR_SET_SECCOMP = 1, 4, 38, 22
+PR_SET_CHILD_SUBREAPER = 36
 # Landlock (linux/landlock.h): syscall numbers are the same on every architecture
 LANDLOCK_CREATE_RULESET, LANDLOCK_ADD_RULE, LANDLOCK_RESTRICT_SELF = 444, 445, 446
 LL_EXECUTE, LL_READ_FILE, LL_READ_DIR = 1, 4, 8
@@ -497,6 +498,55 @@ def _signal_verdict(sig, cpu, limits):
     return "error", f"killed by signal {sig}"
 
 
+def _tree(pid):
+    """`pid`'s descendants, from /proc/PID/task/TID/children (empty where /proc is missing)."""
+    found, todo = [], [pid]
+    while todo:
+        parent = todo.pop()
+        try:
+            tasks = os.listdir(f"/proc/{parent}/task")
+        except OSError:
+            continue
+        for tid in tasks:
+            try:
+                with open(f"/proc/{parent}/task/{tid}/children") as f:
+                    kids = [int(k) for k in f.read().split()]
+            except OSError:
+                continue
+            found += kids
+            todo += kids
+    return found
+
+
+def kill_tree(me):
+    """As a child subreaper, kill every descendant of `me` (orphans are reparented to us) and reap them.
+
+    The seccomp filter already refuses the program every new process; this is the second line: a
+    process-tree kill, which also reaches processes that left the process group or the session."""
+    while True:
+        tree = _tree(me)
+        if not tree:
+            return
+        for pid in tree:
+            try:
+                os.kill(pid, 9)
+            except OSError:
+                pass
+        while True:
+            try:
+                if os.waitpid(-1, os.WNOHANG)[0] == 0:
+                    break
+            except ChildProcessError:
+                break
+        if _tree(me) == tree:
+            # killed but not yet reaped (zombies of our own children): wait for them
+            for pid in tree:
+                try:
+                    os.waitpid(pid, 0)
+                except ChildProcessError:
+                    pass
+
+
 def _supervise(job):
     """Fork the child, read its record, decide: (status, detail)."""
     import resource
@@ -523,6 +573,8 @@ def _supervise(job):
     if size > RECORD_CAP:
         os.kill(pid, 9)
     _, status, usage = os.wait4(pid, 0)
+    if job["isolation"] == "rlimits":
+        kill_tree(os.getpid())  # bwrap: the pid namespace ends with us
     if size > RECORD_CAP:
         return "resource_limit", f"the tests' calls returned more than {RECORD_CAP >> 20} MiB of values"
     if os.WIFSIGNALED(status):
@@ -566,7 +618,10 @@ def main():
     import ctypes
 
     # no other process of this user may read or write this one's memory (/proc/PID/mem)
-    ctypes.CDLL(None).prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
+    libc = ctypes.CDLL(None)
+    libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
+    # orphaned descendants of the program become our children, so that kill_tree reaches them all
+    libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
     os.close(0)
     status, detail = _supervise(job)
     os.write(report_fd, marshal.dumps((status, detail)))
