@@ -254,7 +254,7 @@ def run_job(job: Job, limits: Limits, isolation: str, python: str | None = None)
         try:
             status, detail, output = run_once(job, limits, isolation, python)
             return Verdict(status, detail, output, round(time.monotonic() - t0, 4))
-        except SandboxError as e:
+        except (SandboxError, OSError) as e:  # OSError: no pipe or process could be made (EMFILE, EAGAIN)
             reason = str(e)
     log.warning("code sandbox: no verdict after a retry (%s); graded as an error", reason)
     return Verdict("error", f"the sandbox failed: {reason}", "", round(time.monotonic() - t0, 4))
