@@ -252,7 +252,8 @@ class AlgoConfig:
     # KL to the reference model, in the loss; no reference model is loaded unless this is on with coef > 0
     use_kl_loss: bool = False
     kl_loss_coef: float = 0.0
-    # low_var_kl (k3) | kl (k1) | mse (k2) | abs
+    # low_var_kl (k3) | kl (k1) | mse (k2) | abs (verl's names); a trailing "+" (k3+, low_var_kl+, k1+, ...)
+    # keeps that estimator's value with k2's gradient (verl's straight-through variant)
     kl_loss_type: str = "low_var_kl"
     entropy_coeff: float = 0.0
     filter_groups: FilterGroupsConfig = field(default_factory=FilterGroupsConfig)
@@ -271,7 +272,7 @@ class OverlongBufferConfig:
 
 @dataclass
 class MemRewardWarmupConfig:
-    """Rollouts of the initial policy that fill the experience memory (METHODS.md A2.2)."""
+    """Rollouts of the initial policy that fill the experience memory (docs/methods.md#experience-memory)."""
 
     # rollouts per query; the paper: 8 at temperature 1.5, top_p 0.95, 1024 tokens
     n: int = 8
@@ -284,7 +285,7 @@ class MemRewardWarmupConfig:
 
 @dataclass
 class GNNConfig:
-    """The reward GNN and its training (METHODS.md A3: GATv2, 2 layers, 512 hidden, 4 heads, Adam 1e-3)."""
+    """The reward GNN and its training (docs/methods.md#reward-gnn: GATv2, 2 layers, 512 hidden, 4 heads, Adam 1e-3)."""
 
     hidden: int = 512
     heads: int = 4
@@ -324,7 +325,7 @@ class MemRewardConfig:
     # query-query edges: each query's k most similar labelled queries
     k: int = 7
     # memory_to_query: a query receives messages from its labelled neighbours (the paper);
-    # query_to_memory: the released code's direction (METHODS.md A7.1)
+    # query_to_memory: the released code's direction (docs/methods.md#message-direction)
     direction: str = "memory_to_query"
     # think-think edges inside a group (0: none, as in the released pipeline)
     think_k: int = 0
@@ -370,7 +371,7 @@ class RewardConfig:
 
 @dataclass
 class MedsConfig:
-    """MEDS reward shaping (METHODS.md part B): penalise wrong rollouts that repeat a prompt's past errors."""
+    """MEDS reward shaping (docs/methods.md#meds): penalise wrong rollouts that repeat a prompt's past errors."""
 
     # off by default; conf/meds/: disabled | monitor (memory and diagnostics, no penalty) | enabled
     enable: bool = False
