@@ -166,21 +166,23 @@ class EvalConfig:
 
 @dataclass
 class SandboxConfig:
-    # code programs run at once, each in its own sandboxed process group (0: one per CPU)
+    # code programs run at once, each in its own sandbox (0: one per CPU)
     workers: int = 0
-    # auto (namespaces where the kernel allows, else resource limits only) | namespaces | rlimits
+    # auto (bwrap where it works, else rlimits; logged) | bwrap (bubblewrap namespaces, read-only root,
+    # seccomp) | rlimits (resource limits, seccomp and Landlock only; see docs/code-sandbox.md)
     isolation: str = "auto"
-    # wall-clock seconds per program (its process group is killed after)
+    # interpreter of the sandbox ("": the one running memrl); checked before any grading. As root the
+    # rlimits mode runs programs as nobody, who must be able to read it (e.g. /usr/bin/python3)
+    python: str = ""
+    # wall-clock seconds per program (the whole run is killed after)
     timeout_s: float = 10.0
     # CPU seconds per program
     cpu_s: int = 5
-    # address space per program, in MiB
+    # address space per program (and for checking its values), in MiB
     memory_mb: int = 1024
-    # processes and threads per program (the harness uses 3)
-    processes: int = 8
     # open file descriptors per program
     open_files: int = 64
-    # largest file a program may write, and the size of its /tmp, in MiB
+    # largest file a program may write, and the total size of its /tmp (bwrap), in MiB
     file_mb: int = 16
     # stdout + stderr kept per program, in KiB
     output_kb: int = 64
