@@ -193,21 +193,23 @@ class EvalConfig:
 @dataclass
 class SandboxConfig:
     workers: int = 0
-    """code programs run at once, each in its own sandboxed process group (0: one per CPU)"""
+    """code programs run at once, each in its own sandbox (0: one per CPU)"""
     isolation: str = "auto"
-    """auto (namespaces where the kernel allows, else resource limits only) | namespaces | rlimits"""
+    """auto (bwrap where it works, else rlimits; logged) | bwrap (bubblewrap namespaces, read-only root, seccomp) |
+    rlimits (resource limits, seccomp and Landlock only; see docs/code-sandbox.md)"""
+    python: str = ""
+    """interpreter of the sandbox ("": the one running memrl); checked before any grading. As root the rlimits mode
+    runs programs as nobody, who must be able to read it (e.g. /usr/bin/python3)"""
     timeout_s: float = 10.0
-    """wall-clock seconds per program (its process group is killed after)"""
+    """wall-clock seconds per program (the whole run is killed after)"""
     cpu_s: int = 5
     """CPU seconds per program"""
     memory_mb: int = 1024
-    """address space per program, in MiB"""
-    processes: int = 8
-    """processes and threads per program (the harness uses 3)"""
+    """address space per program (and for checking its values), in MiB"""
     open_files: int = 64
     """open file descriptors per program"""
     file_mb: int = 16
-    """largest file a program may write, and the size of its /tmp, in MiB"""
+    """largest file a program may write, and the total size of its /tmp (bwrap), in MiB"""
     output_kb: int = 64
     """stdout + stderr kept per program, in KiB"""
 
@@ -574,6 +576,76 @@ def register_configs() -> None:
     cs = ConfigStore.instance()
     cs.store(name="eval_schema", node=EvalAppConfig)
     cs.store(name="train_schema", node=TrainAppConfig)
+
+
+# ---------------------------------------------------------------------------------------------------
+# dist: scale-out on FSDP2 + DCP + torchrun (memrl/dist, docs/scaling.md). Not yet part of the train
+# app's defaults: the trainer is wired to it in a later step.
+
+
+class DistStrategy(str, Enum):
+    """How the policy is trained across processes."""
+
+    none = "none"  # one process, one device (today's behaviour)
+    fsdp2 = "fsdp2"  # torch's fully_shard over all torchrun processes (HSDP with mesh.replicate > 1)
+
+
+class DistBackend(str, Enum):
+    """The torch.distributed backend of the process group."""
+
+    auto = "auto"  # nccl when CUDA is available, else gloo
+    nccl = "nccl"
+    gloo = "gloo"
+
+
+class DistDtype(str, Enum):
+    """A dtype of FSDP2's mixed-precision policy."""
+
+    auto = "auto"  # param_dtype: bfloat16 on a GPU that supports it, else float32; reduce_dtype: float32
+    float32 = "float32"
+    bfloat16 = "bfloat16"
+    float16 = "float16"
+
+
+@dataclass
+class DistMeshConfig:
+    """The device mesh: replicate x shard processes (HSDP: replicate across nodes, shard inside one)."""
+
+    replicate: int = 1
+    """replicas of the sharded model (1: plain FSDP over every process)"""
+    shard: int | None = None
+    """processes one copy of the model is sharded over (None: world size / replicate)"""
+
+
+@dataclass
+class DistMixedPrecisionConfig:
+    """FSDP2's MixedPrecisionPolicy; the sharded parameters and the optimiser state stay float32."""
+
+    param_dtype: DistDtype = DistDtype.auto
+    """dtype of the gathered parameters, i.e. of forward and backward compute"""
+    reduce_dtype: DistDtype = DistDtype.auto
+    """dtype of the gradient reduce-scatter / all-reduce"""
+
+
+@dataclass
+class DistConfig:
+    """Distributed training: launched by torchrun (docs/scaling.md)."""
+
+    strategy: DistStrategy = DistStrategy.none
+    """none (one process, one device) | fsdp2 (torch's fully_shard over all torchrun processes; HSDP with
+    mesh.replicate > 1)"""
+    backend: DistBackend = DistBackend.auto
+    """the torch.distributed backend: auto (nccl when CUDA is available, else gloo) | nccl | gloo"""
+    mesh: DistMeshConfig = field(default_factory=DistMeshConfig)
+    """the device mesh: replicate x shard processes"""
+    mixed_precision: DistMixedPrecisionConfig = field(default_factory=DistMixedPrecisionConfig)
+    """FSDP2's mixed-precision policy (the sharded parameters and the optimiser state stay float32)"""
+    reshard_after_forward: bool = True
+    """free each decoder layer's gathered parameters after its forward (less memory, one more all-gather)"""
+    cpu_offload: bool = False
+    """keep sharded parameters, gradients and optimiser state in CPU memory (FSDP2's CPUOffloadPolicy)"""
+    timeout_s: int = 600
+    """seconds a collective may wait before every rank fails (a dead or stuck rank ends the run, never hangs it)"""
 
 
 def train_config(*overrides: str) -> DictConfig:
