@@ -80,8 +80,8 @@ class Trainer:
     """GRPO / DAPO on a Hugging Face causal LM.
 
     Args:
-        cfg: the run's config (`algo`, `trainer` and `rollout` groups, `seed`), read where used: a typed
-            `TrainAppConfig` or the composed (read-only) DictConfig of that schema.
+        cfg: the run's config (`algo`, `trainer` and `rollout` groups, `seed`), read where used, never written: a
+            typed `TrainAppConfig` or the composed DictConfig of that schema (`train_config` builds one).
         model: the policy (float32 parameters; `trainer.compute_dtype` autocasts on a GPU).
         tokenizer: its tokenizer (pad token set).
         engine: a rollout engine (`generate`, `sleep`, `sync_weights`).
