@@ -182,8 +182,8 @@ class Grader:
 
     Args:
         num_workers: worker processes for the answers that need math-verify; 0 grades in the
-            calling process, where the time limit holds only in the main thread (math-verify's
-            SIGALRM) and nothing can stop a hang in C code.
+            calling process, where the time limit holds only in the main thread (an interval
+            timer, SIGALRM) and nothing can stop a hang in C code.
         timeout_s: time limit per answer, in seconds (fractions count). With workers it is hard: an
             answer still running `timeout_s` + 0.5 s after its worker started it is marked "timeout"
             and its worker killed; the other answers of its chunk are graded all the same.

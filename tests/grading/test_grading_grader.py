@@ -85,35 +85,33 @@ MIXED = [
     (GradeItem("math", "\\boxed{2\\pi}", "2 \\pi"), GradeResult(True, "2\\pi", "ok")),
     (GradeItem("math", "\\boxed{(2,1)}", "(1,2)"), GradeResult(False, "(2,1)", "ok")),
     # several boxes in the last statement compare as a set, as completion and as gold
-    (GradeItem("math", "So $x = \\boxed{1}$ or $x = \\boxed{-2}$.", "-2, 1"), GradeResult(True, "1, -2", "ok")),
-    (
-        GradeItem("math", "\\boxed{1} and \\boxed{-2}", "Roots: \\boxed{-2}, \\boxed{1}."),
-        GradeResult(True, "1, -2", "ok"),
-    ),
-    (GradeItem("math", "\\boxed{-2}", "Roots: \\boxed{-2}, \\boxed{1}."), GradeResult(False, "-2", "ok")),
-    (GradeItem("math", "\\boxed{1}, \\boxed{-2}, \\boxed{3}", "1, -2"), GradeResult(False, "1, -2, 3", "ok")),
-    (
-        GradeItem("math", "so \\boxed{(2, 2)} and \\boxed{(6, 2)}", "(6, 2), (2, 2)"),
-        GradeResult(True, "(2, 2), (6, 2)", "ok"),
-    ),
-    (
-        GradeItem("math", "so \\boxed{(6, 2)} and \\boxed{(2, 2)}", "Pairs: \\boxed{(2, 2)} and \\boxed{(6, 2)}"),
-        GradeResult(True, "(6, 2), (2, 2)", "ok"),
-    ),
-    (
-        GradeItem("math", "so \\boxed{(2, 2)}", "\\boxed{(2, 2)} and \\boxed{(6, 2)}"),
-        GradeResult(False, "(2, 2)", "ok"),
-    ),
-    # in order when the gold is one tuple
-    (GradeItem("math", "$a = \\boxed{2}$, $b = \\boxed{3}$", "(2, 3)"), GradeResult(True, "(2, 3)", "ok")),
-    (GradeItem("math", "$a = \\boxed{3}$, $b = \\boxed{2}$", "(2, 3)"), GradeResult(False, "(3, 2)", "ok")),
-    # a completion that revises itself in a later paragraph is graded by its final box
-    (GradeItem("math", "So \\boxed{3}.\n\nWait, I dropped a term: \\boxed{4}.", "4"), GradeResult(True, "4", "ok")),
-    (GradeItem("math", "So \\boxed{3}.\n\nWait, I dropped a term: \\boxed{4}.", "3"), GradeResult(False, "4", "ok")),
-    # an assignment prefix and thousands separators
-    (GradeItem("math", "#### x = 70,000", "70000"), GradeResult(True, "x = 70,000", "ok")),
-    (GradeItem("math", "\\boxed{x = 10,080}", "10,\\!080"), GradeResult(True, "x = 10,080", "ok")),
-    (GradeItem("math", "\\boxed{1, 2, 3}", "123"), GradeResult(False, "1, 2, 3", "ok")),
+    *[
+        (GradeItem("math", response, gold), GradeResult(correct, extracted, "ok"))
+        for response, gold, correct, extracted in [
+            ("So $x = \\boxed{1}$ or $x = \\boxed{-2}$.", "-2, 1", True, "1, -2"),
+            ("\\boxed{1} and \\boxed{-2}", "Roots: \\boxed{-2}, \\boxed{1}.", True, "1, -2"),
+            ("\\boxed{-2}", "Roots: \\boxed{-2}, \\boxed{1}.", False, "-2"),
+            ("\\boxed{1}, \\boxed{-2}, \\boxed{3}", "1, -2", False, "1, -2, 3"),
+            ("so \\boxed{(2, 2)} and \\boxed{(6, 2)}", "(6, 2), (2, 2)", True, "(2, 2), (6, 2)"),
+            (
+                "so \\boxed{(6, 2)} and \\boxed{(2, 2)}",
+                "Pairs: \\boxed{(2, 2)} and \\boxed{(6, 2)}",
+                True,
+                "(6, 2), (2, 2)",
+            ),
+            ("so \\boxed{(2, 2)}", "\\boxed{(2, 2)} and \\boxed{(6, 2)}", False, "(2, 2)"),
+            # in order when the gold is one tuple
+            ("$a = \\boxed{2}$, $b = \\boxed{3}$", "(2, 3)", True, "(2, 3)"),
+            ("$a = \\boxed{3}$, $b = \\boxed{2}$", "(2, 3)", False, "(3, 2)"),
+            # a completion that revises itself in a later paragraph is graded by its final box
+            ("So \\boxed{3}.\n\nWait, I dropped a term: \\boxed{4}.", "4", True, "4"),
+            ("So \\boxed{3}.\n\nWait, I dropped a term: \\boxed{4}.", "3", False, "4"),
+            # an assignment prefix and thousands separators; a list is no number
+            ("#### x = 70,000", "70000", True, "x = 70,000"),
+            ("\\boxed{x = 10,080}", "10,\\!080", True, "x = 10,080"),
+            ("\\boxed{1, 2, 3}", "123", False, "1, 2, 3"),
+        ]
+    ],
 ]
 
 
