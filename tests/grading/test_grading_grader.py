@@ -270,13 +270,15 @@ def test_chunk_size():
 @HANG_GUARD
 def test_a_stuck_answer_costs_its_own_limit_not_its_chunk_s(tmp_path):
     # one worker, 16 answers: the first chunk holds the 4 sleepers (see test_chunk_size), which
-    # together take longer than one answer's hard limit (1.0 s + HARD_MARGIN_S) but each far less;
-    # the next chunk starts with a stuck answer: it alone times out, the rest of its chunk is sent again
-    sleepers = [GradeItem("math", "\\boxed{1}", SLEEP + "0.45") for _ in range(4)]
+    # together take longer than one answer's hard limit (2 s + HARD_MARGIN_S) but each far less (the
+    # slack, 1.8 s per answer, is no race); the next chunk starts with a stuck answer: it alone times
+    # out, and the rest of its chunk is sent again
+    limit, nap = 2.0, 0.7
+    sleepers = [GradeItem("math", "\\boxed{1}", f"{SLEEP}{nap}") for _ in range(4)]
     stuck = GradeItem("math", "\\boxed{y}", STUCK + str(tmp_path / "pid"))
     rest = [same(k, right=k % 2 == 1) for k in range(11)]
-    assert 4 * 0.45 > TIMEOUT_S + grader_module.HARD_MARGIN_S
-    with Grader(num_workers=1, timeout_s=TIMEOUT_S, _worker_fn=stuck_or_judge) as g:
+    assert 4 * nap > limit + grader_module.HARD_MARGIN_S > nap + 1.5
+    with Grader(num_workers=1, timeout_s=limit, _worker_fn=stuck_or_judge) as g:
         results = g.grade_batch([*sleepers, stuck, *rest])
         assert [(r.correct, r.status) for r in results[:5]] == [(True, "ok")] * 4 + [(False, "timeout")]
         assert [(r.correct, r.status) for r in results[5:]] == [(k % 2 == 1, "ok") for k in range(11)]
