@@ -114,8 +114,9 @@ def to_fraction(s: str) -> Fraction | None:
     Accepted: thousands commas in groups of three, leading zeros, a sign, decimals, currency signs,
     percent signs (the number before them: "50%" is 50), `\\text{...}`-style units and trailing unit
     words ("18 dollars"), degrees, `\\frac{a}{b}` and its `d`/`t` variants, `a/b`, LaTeX spacing
-    (`10,\\!080`), math delimiters, a trailing period, and an assignment prefix ("x = 70,000"). Not accepted (None): exponents, mixed numbers, ambiguous
-    lists such as "1,2", symbols such as `\\pi`, anything longer than 200 characters.
+    (`10,\\!080`), math delimiters, a trailing period, and an assignment prefix ("x = 70,000").
+    Not accepted (None): exponents, mixed numbers, ambiguous lists such as "1,2", tuples and
+    intervals such as "(1,2)", symbols such as `\\pi`, anything longer than 200 characters.
     """
     if not isinstance(s, str):
         return None
