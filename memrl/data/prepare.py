@@ -112,10 +112,12 @@ def _labelled(choices: dict[str, list[str]], key: str) -> int:
 
 
 def _boxed(solution: str) -> str | None:
-    from memrl.grading.extract import last_boxed
+    """The boxed answer of a worked solution; a solution that boxes each of several answers keeps
+    them all, joined by ", " (graded as a set, see memrl.grading.extract.final_boxes)."""
+    from memrl.grading.extract import final_boxes
 
-    answer = last_boxed(str(solution))
-    return answer.strip() if answer and answer.strip() else None
+    answers = final_boxes(str(solution))
+    return ", ".join(answers) if answers else None
 
 
 def _after_hash(answer: str) -> str | None:
