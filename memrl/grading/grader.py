@@ -1,10 +1,13 @@
 """Grade completions against gold answers, in parallel and under a hard time limit per answer.
 
 Extraction and the exact numeric comparison run in the calling process: a batch of plain numbers
-never starts a worker. Only answers that need math-verify go to worker processes. math-verify
-limits itself with SIGALRM, which works only in a main thread, and some LaTeX can hang sympy in C
-code that no signal interrupts; so the parent also holds a wall-clock deadline per answer and kills
-the worker that passes it, marks that answer "timeout" and starts a fresh worker for the rest.
+never starts a worker. Only answers that need math-verify go to worker processes, in chunks (one
+message carries many answers; the worker sends each verdict back as soon as it has it). Each worker
+limits each answer with an interval timer (SIGALRM, which works only in a main thread), and some
+LaTeX can hang sympy in C code that no signal interrupts; so the parent also holds a wall-clock
+deadline per answer, counted from when the worker finished the one before: it kills the worker that
+passes it, marks that answer "timeout", keeps the chunk's verdicts already received and sends the
+rest of the chunk again, to a fresh worker if need be.
 """
 
 from __future__ import annotations
@@ -25,8 +28,8 @@ from typing import TYPE_CHECKING, Any, Self
 from memrl.data.problem import DOMAINS
 from memrl.errors import UserError
 from memrl.grading.choice import _letter, choice_equal, extract_choice
-from memrl.grading.extract import _format_names, extract_answer, last_boxed
-from memrl.grading.math import fast_math_equal, judge_math
+from memrl.grading.extract import _format_names, extract_answers, final_boxes
+from memrl.grading.math import fast_math_equal, is_tuple, join_answers, judge_math
 
 if TYPE_CHECKING:
     from memrl.sandbox.pool import SandboxPool
@@ -34,12 +37,17 @@ if TYPE_CHECKING:
 STATUSES = ("ok", "no_answer", "timeout", "error")
 # A code completion's status is its sandbox verdict (memrl.sandbox.runner.STATUSES), or "no_answer".
 CODE_STATUSES = ("passed", "failed", "error", "timeout", "resource_limit", "no_answer")
-# Seconds past `timeout_s` before the parent kills a worker: math-verify's own alarm rounds to
-# whole seconds, and the answer must still travel back.
-HARD_MARGIN_S = 2.0
+# Seconds past `timeout_s` before the parent kills a worker: the worker's own timer fires at
+# `timeout_s`, and its "timeout" verdict must still travel back (a kill costs a worker restart).
+HARD_MARGIN_S = 0.5
+# At most this many answers per message to a worker; fewer near the end of a batch, so that the
+# workers finish together.
+MAX_CHUNK = 64
 # A fresh worker imports sympy and math-verify; on a loaded machine that can take a while.
 STARTUP_LIMIT_S = 120.0
 _LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+# What a fresh worker judges before it says "ready": an expression, an unequal pair, and a set.
+_WARM_UP = (("\\sqrt{2}/2", "\\frac{\\sqrt{2}}{2}"), ("\\sqrt{2}", "2"), ("(1, 2), (3, 4)", "(3, 4), (1, 2)"))
 
 
 @dataclass
@@ -76,15 +84,23 @@ class GradeItem:
 
 
 def _worker_main(conn: Any, fn: Callable[[str, str, float], tuple[bool, str]]) -> None:
-    """A worker process: import math-verify, say "ready", then judge tasks until told to stop."""
+    """A worker process: import math-verify, say "ready", then judge chunks until told to stop.
+
+    A chunk is (timeout_s, [(index, answer, gold), ...]); each verdict goes back at once as
+    ("result", index, correct, status, finished_at), `finished_at` on the monotonic clock that the
+    parent shares (CLOCK_MONOTONIC is system-wide): the next answer's time starts there.
+    """
     import signal
 
     # Ctrl-C is the parent's to handle; it stops the workers itself
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
-        # warm up here, so that the first task does not pay sympy's import inside its time limit
-        import math_verify  # noqa: F401
+        # warm up here, so that the first tasks do not pay inside their time limit for sympy's import
+        # and the first use of math-verify's parser and sympy's simplification (about a second)
         from math_verify.errors import TimeoutException
+
+        for pred, gold in _WARM_UP:
+            judge_math(pred, gold, STARTUP_LIMIT_S)
     except Exception as e:  # noqa: BLE001  # pragma: no cover - a broken install, reported to the parent
         conn.send(("failed", f"{type(e).__name__}: {e}"))
         return
@@ -96,22 +112,24 @@ def _worker_main(conn: Any, fn: Callable[[str, str, float], tuple[bool, str]]) -
             return  # the parent is gone
         if msg is None:
             return
-        index, pred, gold, timeout_s = msg
-        try:
-            correct, status = fn(pred, gold, timeout_s)
-            correct = bool(correct) and status == "ok"
-        except TimeoutException:
-            correct, status = False, "timeout"
-        except Exception:  # noqa: BLE001 - one bad answer must not end the worker
-            correct, status = False, "error"
-        try:
-            conn.send(("result", index, correct, status))
-        except (EOFError, OSError):
-            return
+        timeout_s, chunk = msg
+        for index, pred, gold in chunk:
+            try:
+                correct, status = fn(pred, gold, timeout_s)
+                correct = bool(correct) and status == "ok"
+            except TimeoutException:
+                correct, status = False, "timeout"
+            except Exception:  # noqa: BLE001 - one bad answer must not end the worker
+                correct, status = False, "error"
+            try:
+                conn.send(("result", index, correct, status, time.monotonic()))
+            except (EOFError, OSError):
+                return
 
 
 class _Worker:
-    """One worker process, its pipe, and the task it holds (index, answer, deadline) if any."""
+    """One worker process, its pipe, the chunk it holds (index, answer, gold), and when the first
+    of those started."""
 
     def __init__(self, ctx: Any, fn: Callable) -> None:
         parent_end, child_end = ctx.Pipe(duplex=True)
@@ -124,7 +142,8 @@ class _Worker:
         self.conn = parent_end
         self.ready = False
         self.ready_by = time.monotonic() + STARTUP_LIMIT_S
-        self.task: tuple[int, str, float] | None = None
+        self.tasks: deque[tuple[int, str, str]] = deque()
+        self.started = 0.0
 
     def kill(self) -> None:
         """Kill the process now and reap it."""
@@ -163,10 +182,11 @@ class Grader:
 
     Args:
         num_workers: worker processes for the answers that need math-verify; 0 grades in the
-            calling process, where the time limit holds only in the main thread (math-verify's
-            SIGALRM) and nothing can stop a hang in C code.
-        timeout_s: time limit per answer, in seconds. With workers it is hard: an answer still
-            running `timeout_s` + 2 s after it was handed out is marked "timeout" and its worker killed.
+            calling process, where the time limit holds only in the main thread (an interval
+            timer, SIGALRM) and nothing can stop a hang in C code.
+        timeout_s: time limit per answer, in seconds (fractions count). With workers it is hard: an
+            answer still running `timeout_s` + 0.5 s after its worker started it is marked "timeout"
+            and its worker killed; the other answers of its chunk are graded all the same.
         answer_formats: where to look for a math answer, in order ("boxed", "hash"; str-Enum
             members are accepted).
         sandbox: the pool that runs code completions against their tests (default: a `SandboxPool`
@@ -302,11 +322,14 @@ class Grader:
             raise UserError(f"a response must be a string, got {type(response).__name__}")
         if domain == "choice":
             return self._prepare_choice(response, gold, item.metadata or {})
-        pred = extract_answer(response, self.answer_formats)
-        if pred is None:
+        answers = extract_answers(response, self.answer_formats)
+        if answers is None:
             return GradeResult(False, None, "no_answer")
-        # a gold that is a whole solution carries its answer in a box
-        gold = last_boxed(gold) or gold.strip()
+        # a gold that is a whole solution carries its answer in its final box(es)
+        golds = final_boxes(gold) or [gold.strip()]
+        gold = join_answers(golds)
+        # several final answers compare as a set; in order when the gold is one tuple ("(2, 3)")
+        pred = join_answers(answers, ordered=len(golds) == 1 and is_tuple(gold))
         fast = fast_math_equal(pred, gold)
         if fast is not None:
             return GradeResult(fast, pred, "ok")
@@ -372,43 +395,65 @@ class Grader:
             "point with `if __name__ == '__main__':` (workers start with 'spawn'); or set grading.num_workers=0"
         )
 
+    def _chunk_size(self, pending: int) -> int:
+        """How many of `pending` answers go to a worker in one message: a quarter of each worker's
+        share, at most `MAX_CHUNK`, so that round trips are rare and the workers finish together."""
+        return max(1, min(MAX_CHUNK, math.ceil(pending / (4 * max(1, self.num_workers)))))
+
     def _run_pool(self, jobs: list[tuple[int, str, str]], results: list[GradeResult | None]) -> None:
         """Judge `jobs` (index, answer, gold) in the workers; fill `results` at those indices."""
         pending = deque(jobs)
         hard_limit = self.timeout_s + HARD_MARGIN_S
         workers = self._workers
+
+        def drop(w: _Worker, head_status: str) -> None:
+            """Remove `w`: its current answer gets `head_status`, the rest of its chunk is sent again."""
+            if w.tasks:
+                index, pred, _ = w.tasks.popleft()
+                results[index] = GradeResult(False, pred, head_status)
+                pending.extendleft(reversed(w.tasks))
+                w.tasks.clear()
+            w.kill()
+            workers.remove(w)
+
         while True:
-            busy = sum(w.task is not None for w in workers)
+            busy = sum(bool(w.tasks) for w in workers)
             if not pending and busy == 0:
                 return
             # start (or restart) only as many workers as there is work for
             while len(workers) < min(self.num_workers, len(pending) + busy):
                 self._start_worker()
-            now = time.monotonic()
             for w in workers:
-                if w.ready and w.task is None and pending:
-                    index, pred, gold = pending.popleft()
+                if w.ready and not w.tasks and pending:
+                    # only an idle worker gets a chunk: it is reading, so this send cannot block
+                    chunk = [pending.popleft() for _ in range(min(len(pending), self._chunk_size(len(pending))))]
+                    w.started = time.monotonic()
                     try:
-                        w.conn.send((index, pred, gold, self.timeout_s))
+                        w.conn.send((self.timeout_s, chunk))
                     except (EOFError, OSError):
-                        pending.appendleft((index, pred, gold))  # found dead below, then replaced
+                        pending.extendleft(reversed(chunk))  # found dead below, then replaced
                         continue
-                    w.task = (index, pred, now + hard_limit)
-            deadlines = [w.task[2] if w.task is not None else w.ready_by for w in workers if w.task or not w.ready]
+                    w.tasks.extend(chunk)
+            deadlines = [w.started + hard_limit for w in workers if w.tasks]
+            deadlines += [w.ready_by for w in workers if not w.ready]
             waitables = [o for w in workers for o in (w.conn, w.proc.sentinel)]
-            wait(waitables, timeout=max(0.0, min(deadlines, default=now + 1.0) - time.monotonic()))
+            wait(waitables, timeout=max(0.0, min(deadlines, default=time.monotonic() + 1.0) - time.monotonic()))
             now = time.monotonic()
             for w in list(workers):
                 dead = False
                 try:
                     while w.conn.poll():
                         msg = w.conn.recv()
-                        if msg[0] == "ready":
+                        if msg[0] == "result":
+                            _, index, correct, status, finished_at = msg
+                            head, pred, _ = w.tasks.popleft()
+                            if head != index:  # pragma: no cover - the protocol keeps the order
+                                raise RuntimeError(f"grading worker answered {index}, expected {head}")
+                            results[index] = GradeResult(correct, pred, status)
+                            # the next answer started when this one finished
+                            w.started = min(finished_at, now)
+                        elif msg[0] == "ready":
                             w.ready = True
-                        elif msg[0] == "result":
-                            _, _, correct, status = msg
-                            results[w.task[0]] = GradeResult(correct, w.task[1], status)
-                            w.task = None
                         elif msg[0] == "failed":
                             raise self._startup_failed(f"could not import math-verify ({msg[1]})")
                 except (EOFError, OSError):
@@ -422,14 +467,9 @@ class Grader:
                         w.kill()
                         workers.remove(w)
                         raise self._startup_failed(f"died while starting (exit code {code})")
-                    if w.task is not None:
-                        results[w.task[0]] = GradeResult(False, w.task[1], "error")
-                    w.kill()
-                    workers.remove(w)
-                elif w.task is not None and now >= w.task[2]:
+                    drop(w, "error")
+                elif w.tasks and now >= w.started + hard_limit:
                     # stuck past the hard limit: only a kill stops C code that ignores signals
-                    results[w.task[0]] = GradeResult(False, w.task[1], "timeout")
-                    w.kill()
-                    workers.remove(w)
+                    drop(w, "timeout")
                 elif not w.ready and now >= w.ready_by:
                     raise self._startup_failed(f"did not start within {STARTUP_LIMIT_S:.0f} s")

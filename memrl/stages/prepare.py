@@ -28,7 +28,7 @@ from typing import Any
 
 from memrl.data.loaders import open_hub_dataset
 from memrl.errors import DataError, UserError
-from memrl.grading.extract import after_hash, last_boxed
+from memrl.grading.extract import after_hash, final_boxes
 
 # the folder under paths.data_dir that holds every prepared set
 SEED = 42
@@ -113,8 +113,10 @@ def _labelled(choices: dict[str, list[str]], key: str) -> int:
 
 
 def _boxed(solution: str) -> str | None:
-    answer = last_boxed(str(solution))
-    return answer.strip() if answer and answer.strip() else None
+    """The boxed answer of a worked solution; a solution that boxes each of several answers keeps
+    them all, joined by ", " (graded as a set, see memrl.grading.extract.final_boxes)."""
+    answers = final_boxes(str(solution))
+    return ", ".join(answers) if answers else None
 
 
 def _after_hash(answer: str) -> str | None:

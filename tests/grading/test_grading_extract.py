@@ -1,4 +1,4 @@
-"""Answer extraction: the last box, the last ####, and the order of formats."""
+"""Answer extraction: the last box, the boxes of the last statement, the last ####, and the order of formats."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from enum import Enum
 import pytest
 
 from memrl.grading import after_hash, extract_answer, last_boxed
+from memrl.grading.extract import extract_answers, final_boxes
 
 
 class Fmt(str, Enum):
@@ -36,6 +37,42 @@ class Fmt(str, Enum):
 )
 def test_last_boxed(text, expected):
     assert last_boxed(text) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("so the answer is \\boxed{18}.", ["18"]),
+        # one statement that boxes each solution: all of them, in order
+        ("The solutions are $x = \\boxed{1}$ and $x = \\boxed{-2}$.", ["1", "-2"]),
+        ("so \\boxed{(2, 2)} and \\boxed{(6, 2)}", ["(2, 2)", "(6, 2)"]),
+        ("\\boxed{1}, \\boxed{2},\n\\boxed{3}", ["1", "2", "3"]),
+        # display math split by blank lines is still one statement when only "and" stands between
+        ("\\[\\boxed{1}\\]\n\nand\n\n\\[\\boxed{-2}\\]", ["1", "-2"]),
+        # a completion that revises itself in a later paragraph: the final box only
+        ("So \\boxed{3}.\n\nWait, that is wrong. Redoing it: \\boxed{4}.", ["4"]),
+        ("\\boxed{1} and \\boxed{2}\n\nOn second thought, \\boxed{5} and \\boxed{6}", ["5", "6"]),
+        # repeats, empty and nested boxes
+        ("\\boxed{5}, that is \\boxed{ 5 }", ["5"]),
+        ("\\boxed{} and \\boxed{3}", ["3"]),
+        ("\\boxed{\\boxed{7}}", ["7"]),
+        ("$\\boxed 5$ and $\\boxed{6}$", ["5", "6"]),
+        # as last_boxed: None when the last box is missing, open or empty
+        ("\\boxed{1} but then \\boxed{2", None),
+        ("\\boxed{1} and \\boxed{}", None),
+        ("no box", None),
+        (None, None),
+    ],
+)
+def test_final_boxes(text, expected):
+    assert final_boxes(text) == expected
+
+
+def test_extract_answer_joins_the_final_boxes():
+    assert extract_answers("so \\boxed{1} and \\boxed{-2}") == ["1", "-2"]
+    assert extract_answer("so \\boxed{1} and \\boxed{-2}") == "1, -2"
+    assert extract_answers("#### 1,234") == ["1,234"]
+    assert extract_answers("nothing", ("boxed", "hash")) is None
 
 
 @pytest.mark.parametrize(

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import logging
+import signal
 import threading
-import time
 
 import pytest
 
 from memrl.grading import math_equal, normalize_number
-from memrl.grading.math import fast_math_equal, judge_math
+from memrl.grading.math import fast_math_equal, is_tuple, join_answers, judge_math
 
 EQUIVALENT = [
     ("18", "18.0"),
@@ -24,6 +25,12 @@ EQUIVALENT = [
     ("(1,2)", "(1, 2)"),
     ("\\pi", "\\pi"),
     ("2\\pi", "2 \\pi"),
+    # an assignment prefix and thousands separators, either way round
+    ("x = 70,000", "70000"),
+    ("70000", "x = 70,000"),
+    ("x = 10,080", "10,\\!080"),
+    ("x = 70,000", "7 \\times 10^4"),
+    ("x_1 = 1,234.5", "1234.5"),
 ]
 NOT_EQUIVALENT = [
     ("18", "19"),
@@ -34,6 +41,17 @@ NOT_EQUIVALENT = [
     ("", "5"),
     ("(1,2)", "(2,1)"),
     ("\\sqrt{2}", "2"),
+    # commas that are not thousands separators: tuples, intervals, lists
+    ("(1,2)", "12"),
+    ("(1,000)", "1000"),
+    ("[1,2)", "12"),
+    ("1, 2, 3", "123"),
+    ("1,2", "12"),
+    ("x = 1,2", "12"),
+    ("12,34", "1234"),
+    # an assignment to another variable, and chains that are not assignments
+    ("x = 5", "y = 5"),
+    ("x = y = 5", "6"),
 ]
 
 
@@ -49,7 +67,7 @@ def test_not_equivalent(pred, gold):
 
 @pytest.mark.parametrize(
     ("pred", "gold"),
-    [("x=3", "3"), ("\\sqrt{2}/2", "\\frac{\\sqrt{2}}{2}"), ("\\frac{\\pi}{2}", "\\pi/2"), ("2x+1", "1+2x")],
+    [("x=y+1", "y+1"), ("\\sqrt{2}/2", "\\frac{\\sqrt{2}}{2}"), ("\\frac{\\pi}{2}", "\\pi/2"), ("2x+1", "1+2x")],
 )
 def test_symbolic_pairs_go_through_math_verify(pred, gold):
     # undecided by the cheap checks: the verdict is math-verify's
@@ -104,6 +122,12 @@ def test_symbolic_pairs_go_through_math_verify(pred, gold):
         ("1e5", None),
         ("", None),
         ("1" * 300, None),
+        ("x = 70,000", "70000"),
+        ("$x=10,\\!080$", "10080"),
+        ("y_{2} = -\\frac{1}{2}", "-0.5"),
+        ("x = y = 5", None),
+        ("2 + 3 = 5", None),
+        ("x =", None),
     ],
 )
 def test_normalize_number(raw, expected):
@@ -129,13 +153,92 @@ def test_off_the_main_thread_math_verify_runs_without_signals():
     assert out["r"] == (True, "ok")
 
 
-# sympy expands this for minutes; math-verify's own SIGALRM limit must stop it
+# sympy expands this for minutes; the time limit must stop it
 SLOW_PRED = "(x+1)^{30000}-(x-1)^{30000}"
 SLOW_GOLD = "(x+1)^{30000}-(x-1)^{29999}"
 
 
-def test_math_verify_time_limit_in_the_main_thread():
-    t0 = time.monotonic()
-    assert judge_math(SLOW_PRED, SLOW_GOLD, timeout_s=1.0) == (False, "timeout")
-    assert math_equal(SLOW_PRED, SLOW_GOLD, timeout_s=1.0) is False
-    assert time.monotonic() - t0 < 10  # two calls of about a second each
+# a hang guard (without a working limit these calls run for minutes), on a thread: the limit uses SIGALRM
+@pytest.mark.timeout(120, method="thread")
+def test_time_limit_stops_a_pathological_answer():
+    handler = signal.getsignal(signal.SIGALRM)
+    assert judge_math(SLOW_PRED, SLOW_GOLD, timeout_s=0.25) == (False, "timeout")
+    assert math_equal(SLOW_PRED, SLOW_GOLD, timeout_s=0.25) is False
+    # the timer is disarmed and the previous handler back
+    assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
+    assert signal.getsignal(signal.SIGALRM) is handler
+
+
+def test_an_outer_timer_runs_on():
+    fired = []
+    previous = signal.signal(signal.SIGALRM, lambda *_: fired.append(True))
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 3600.0)
+        assert judge_math("2x+1", "1+2x", timeout_s=30.0) == (True, "ok")
+        left, _ = signal.getitimer(signal.ITIMER_REAL)
+        assert 0 < left <= 3600.0
+        assert fired == []
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def test_time_limit_is_the_real_fraction(monkeypatch):
+    # one timer for the whole judgement, armed with the limit as given (math-verify's own alarm
+    # takes whole seconds: 30.25 s would become 30 s)
+    armed = []
+    real = signal.setitimer
+
+    def spy(which, seconds, interval=0.0):
+        armed.append((which, seconds))
+        return real(which, seconds, interval)
+
+    monkeypatch.setattr(signal, "setitimer", spy)
+    assert judge_math("\\sqrt{2}/2", "\\frac{\\sqrt{2}}{2}", timeout_s=30.25) == (True, "ok")
+    assert judge_math("\\sqrt{8}", "2\\sqrt{2}", timeout_s=10.5) == (True, "ok")
+    assert armed == [
+        (signal.ITIMER_REAL, 30.25),
+        (signal.ITIMER_REAL, 0),
+        (signal.ITIMER_REAL, 10.5),
+        (signal.ITIMER_REAL, 0),
+    ]
+
+
+def test_no_warning_about_math_verify_s_own_timeout(monkeypatch, caplog):
+    # math-verify warns once per process when its own limit is off; ours replaces it, silently
+    import math_verify.grader
+    import math_verify.parser
+
+    monkeypatch.setattr(math_verify.parser, "TIMEOUT_WARNING_SHOWN", False)
+    monkeypatch.setattr(math_verify.grader, "TIMEOUT_WARNING_SHOWN", False)
+    with caplog.at_level(logging.WARNING):
+        assert judge_math("2x+1", "1+2x") == (True, "ok")
+    assert not [r for r in caplog.records if r.name.startswith("math_verify")]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("(2, 3)", True),
+        ("\\left( a, b \\right)", True),
+        ("$(2,3)$", True),
+        ("((1,2),(3,4))", True),
+        ("(f(1), 2)", True),
+        ("(1, 2), (3, 4)", False),
+        ("(1,2]", False),
+        ("(5)", False),
+        ("2, 3", False),
+        ("(1, 2", False),
+    ],
+)
+def test_is_tuple(text, expected):
+    assert is_tuple(text) is expected
+
+
+def test_join_answers():
+    assert join_answers(["1", "-2"]) == "1, -2"
+    assert join_answers(["2", "3"], ordered=True) == "(2, 3)"
+    assert join_answers(["(2, 2)", "(6, 2)"]) == "(2, 2), (6, 2)"
+    # repeats go, also of equal numbers: one answer is left as it is
+    assert join_answers(["\\frac12", " 0.5 ", "1/2"]) == "\\frac12"
+    assert join_answers(["x = 3"], ordered=True) == "x = 3"

@@ -325,3 +325,17 @@ def test_missing_prepared_file_says_how_to_build_it(tmp_path):
     with pytest.raises(DataError, match=r"file not found\. Build it with `memrl data prepare memreward`"):
         load_problems(spec)
     assert prepare_hint(tmp_path / "elsewhere.jsonl") == ""
+
+
+@pytest.mark.parametrize(
+    ("solution", "answer"),
+    [
+        ("So $x = \\boxed{1}$ or $x = \\boxed{-2}$.", "1, -2"),
+        ("The pairs are \\boxed{(2, 2)} and \\boxed{(6, 2)}.", "(2, 2), (6, 2)"),
+        ("First \\boxed{3}.\n\nCorrecting the sign: \\boxed{-3}.", "-3"),
+        ("no box", None),
+    ],
+)
+def test_a_solution_s_boxed_answers_are_all_kept(solution, answer):
+    # a gold written as several boxes is graded as a set of all of them, not as its last box
+    assert P._boxed(solution) == answer
