@@ -136,8 +136,8 @@ def data_dir(tmp_path_factory) -> Path:
     from memrl.data.loaders import default_data_dir
     from memrl.stages.prepare import prepare
 
-    # the fake hub rows of tests/data/test_prepare.py (tests are not a package: load the file)
-    spec = importlib.util.spec_from_file_location("_fake_hub", Path(__file__).parents[1] / "data" / "test_prepare.py")
+    # the fake hub rows of tests/stages/test_prepare.py (tests are not a package: load the file)
+    spec = importlib.util.spec_from_file_location("_fake_hub", Path(__file__).parents[1] / "stages" / "test_prepare.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
 
