@@ -84,7 +84,14 @@ def train(
     overrides = list(ctx.args)
     if resume:
         overrides = _existing_run_overrides(resume, "--resume", multirun) + overrides
-    _forward_to_hydra("train", overrides + (["trainer.resume=disable"] if force else []), multirun)
+    _forward_to_hydra("train", _forced(overrides, force), multirun)
+
+
+def _forced(overrides: list[str], force: bool) -> list[str]:
+    """--force: trainer.resume=disable in place of any trainer.resume (first: Hydra's options may follow)."""
+    if not force:
+        return overrides
+    return ["trainer.resume=disable", *(o for o in overrides if not o.startswith("trainer.resume="))]
 
 
 def _existing_run_overrides(run_dir: str, option: str, multirun: bool) -> list[str]:
@@ -125,7 +132,7 @@ def _warmup_command(name: str, ctx: typer.Context, multirun: bool, run: str | No
         overrides = _existing_run_overrides(run, "--run", multirun) + overrides
     else:
         overrides = ["task_name=memreward", "reward=memreward", *overrides]
-    _forward_to_hydra(name, overrides + (["trainer.resume=disable"] if force else []), multirun)
+    _forward_to_hydra(name, _forced(overrides, force), multirun)
 
 
 @app.command(context_settings=HYDRA_CONTEXT)

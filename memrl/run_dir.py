@@ -331,12 +331,9 @@ def config_record(cfg: Any, part: str = "train") -> dict[str, Any]:
 def record_diff(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     """ "key: old -> new" for every key whose value differs between two records."""
     a, b = old.get("config", {}), new.get("config", {})
-    missing = "(not set)"
-    return [
-        f"{k}: {json.dumps(a.get(k, missing))} -> {json.dumps(b.get(k, missing))}"
-        for k in sorted(set(a) | set(b))
-        if a.get(k, missing) != b.get(k, missing)
-    ]
+    # compared as stored (JSON), as the hash is: 1 and 1.0 differ
+    shown = {k: (json.dumps(a.get(k, "(not set)")), json.dumps(b.get(k, "(not set)"))) for k in set(a) | set(b)}
+    return [f"{k}: {x} -> {y}" for k, (x, y) in sorted(shown.items()) if x != y]
 
 
 def _resume_mode(cfg: Any) -> str:
@@ -436,16 +433,18 @@ def reusable(run_dir: RunDir, cfg: Any, part: str) -> bool:
     have = read_record(root, part)
     legacy = have is None
     if legacy:
-        have = _legacy_record(root, part)
-        if have is None:
-            log.warning("%s: %s has no config record (made by an older memrl); adopting this run's", root, part)
-            have = want
-    if have["hash"] == want["hash"]:
+        # made by a memrl that stored no record: compared with the config of the directory's last run, whose
+        # interpolations are resolved (so the keys this config writes as `${paths...}` are left out)
+        have = _legacy_record(root, part) or want
+        unresolved = {k for k, v in want["config"].items() if isinstance(v, str) and "${" in v}
+        diff = [d for d in record_diff(have, want) if d.split(":", 1)[0] not in unresolved]
+    else:
+        diff = [] if have.get("hash") == want["hash"] else record_diff(have, want)
+    if not diff:
         if legacy:
-            log.warning("%s: %s has no config record (older memrl); adopting this run's config", root, part)
+            log.warning("%s: %s has no config record (made by an older memrl); adopting this run's", root, part)
             write_record(root, part, want)
         return True
-    diff = record_diff(have, want)
     folder = "train/ and eval/" if part == "train" else f"{part}/"
     if _resume_mode(cfg) == "disable":
         removed = remove_parts(root, part)

@@ -252,3 +252,24 @@ def test_check_reuse_refuses_fewer_steps_before_loading_anything(train_cfg, tmp_
     with pytest.raises(ConfigMismatch, match="trained 4 steps"):
         check_reuse(RunDir(root), train_cfg("trainer.total_steps=3"), "train")
     check_reuse(RunDir(root), train_cfg("trainer.total_steps=5"), "train")
+
+
+def test_an_old_run_with_data_under_the_data_folder_is_not_refused_for_its_resolved_paths(train_cfg, tmp_path):
+    """.hydra/resolved.yaml holds data.train_set.path resolved; this config writes it as ${paths.data_dir}/...:
+    that key cannot be compared, the others are."""
+    from omegaconf import OmegaConf
+
+    root = tmp_path / "run"
+    _finished_train(root, None)
+    cfg = train_cfg("data=meds_math")
+    plain = OmegaConf.to_container(cfg, resolve=False)
+    plain.pop("hydra")
+    plain["paths"]["output_dir"] = str(root)
+    resolved = OmegaConf.to_yaml(OmegaConf.create(plain), resolve=True)
+    assert "${" not in resolved
+    (root / ".hydra").mkdir()
+    (root / ".hydra" / "resolved.yaml").write_text(resolved)
+    with pytest.raises(ConfigMismatch) as e:
+        check_reuse(RunDir(root), train_cfg("data=meds_math", "seed=3"), "train")
+    assert "seed: 0 -> 3" in str(e.value) and "train_set.path" not in str(e.value)
+    check_reuse(RunDir(root), cfg, "train")
