@@ -206,7 +206,6 @@ def label_accounting(
 def finished_summary(run_dir: RunDir, total_steps: int) -> dict[str, Any] | None:
     """The run's train/summary.json when it ended after `total_steps` steps or more, and its last checkpoint
     (train/latest) is still that step's (else None: a checkpoint rolled back by hand resumes from there)."""
-
     from memrl.rl.checkpoint import latest_checkpoint
 
     train = Path(run_dir.root) / "train"
