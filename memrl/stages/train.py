@@ -5,6 +5,7 @@ Runbook:
     memrl train algo=grpo trainer.total_steps=100   # GRPO preset (KL 0.001, seq-mean-token-mean, no filter)
     memrl train reward=partial reward.label_ratio=0.2   # R1-p: train only on the labelled 20%
     memrl train --resume outputs/train/<run>        # continue a killed run from its last checkpoint
+    memrl train --resume outputs/train/<run> trainer.total_steps=200   # continue a finished run for more steps
     memrl eval model.name_or_path=outputs/train/<run>   # evaluate the trained policy
 
 Writes `train/metrics.jsonl` (one object per step), `train/curves.png` (accuracy, reward, mixed groups,
