@@ -1,6 +1,6 @@
 """The run directory shared by all stages: provenance (`manifest.json`) and stage status.
 
-Layout (DESIGN.md): `.hydra/` (Hydra's configs plus `resolved.yaml`), `manifest.json`, `memory/`,
+Layout (docs/run-directory.md): `.hydra/` (Hydra's configs plus `resolved.yaml`), `manifest.json`, `memory/`,
 `graph/`, `gnn/`, `train/`, `eval/`, `memrl.log`. Every file is written atomically.
 """
 

@@ -166,21 +166,23 @@ class EvalConfig:
 
 @dataclass
 class SandboxConfig:
-    # code programs run at once, each in its own sandboxed process group (0: one per CPU)
+    # code programs run at once, each in its own sandbox (0: one per CPU)
     workers: int = 0
-    # auto (namespaces where the kernel allows, else resource limits only) | namespaces | rlimits
+    # auto (bwrap where it works, else rlimits; logged) | bwrap (bubblewrap namespaces, read-only root,
+    # seccomp) | rlimits (resource limits, seccomp and Landlock only; see docs/code-sandbox.md)
     isolation: str = "auto"
-    # wall-clock seconds per program (its process group is killed after)
+    # interpreter of the sandbox ("": the one running memrl); checked before any grading. As root the
+    # rlimits mode runs programs as nobody, who must be able to read it (e.g. /usr/bin/python3)
+    python: str = ""
+    # wall-clock seconds per program (the whole run is killed after)
     timeout_s: float = 10.0
     # CPU seconds per program
     cpu_s: int = 5
-    # address space per program, in MiB
+    # address space per program (and for checking its values), in MiB
     memory_mb: int = 1024
-    # processes and threads per program (the harness uses 3)
-    processes: int = 8
     # open file descriptors per program
     open_files: int = 64
-    # largest file a program may write, and the size of its /tmp, in MiB
+    # largest file a program may write, and the total size of its /tmp (bwrap), in MiB
     file_mb: int = 16
     # stdout + stderr kept per program, in KiB
     output_kb: int = 64
@@ -250,7 +252,8 @@ class AlgoConfig:
     # KL to the reference model, in the loss; no reference model is loaded unless this is on with coef > 0
     use_kl_loss: bool = False
     kl_loss_coef: float = 0.0
-    # low_var_kl (k3) | kl (k1) | mse (k2) | abs
+    # low_var_kl (k3) | kl (k1) | mse (k2) | abs (verl's names); a trailing "+" (k3+, low_var_kl+, k1+, ...)
+    # keeps that estimator's value with k2's gradient (verl's straight-through variant)
     kl_loss_type: str = "low_var_kl"
     entropy_coeff: float = 0.0
     filter_groups: FilterGroupsConfig = field(default_factory=FilterGroupsConfig)
@@ -269,7 +272,7 @@ class OverlongBufferConfig:
 
 @dataclass
 class MemRewardWarmupConfig:
-    """Rollouts of the initial policy that fill the experience memory (METHODS.md A2.2)."""
+    """Rollouts of the initial policy that fill the experience memory (docs/methods.md#experience-memory)."""
 
     # rollouts per query; the paper: 8 at temperature 1.5, top_p 0.95, 1024 tokens
     n: int = 8
@@ -282,7 +285,7 @@ class MemRewardWarmupConfig:
 
 @dataclass
 class GNNConfig:
-    """The reward GNN and its training (METHODS.md A3: GATv2, 2 layers, 512 hidden, 4 heads, Adam 1e-3)."""
+    """The reward GNN and its training (docs/methods.md#reward-gnn: GATv2, 2 layers, 512 hidden, 4 heads, Adam 1e-3)."""
 
     hidden: int = 512
     heads: int = 4
@@ -322,7 +325,7 @@ class MemRewardConfig:
     # query-query edges: each query's k most similar labelled queries
     k: int = 7
     # memory_to_query: a query receives messages from its labelled neighbours (the paper);
-    # query_to_memory: the released code's direction (METHODS.md A7.1)
+    # query_to_memory: the released code's direction (docs/methods.md#message-direction)
     direction: str = "memory_to_query"
     # think-think edges inside a group (0: none, as in the released pipeline)
     think_k: int = 0
@@ -368,7 +371,7 @@ class RewardConfig:
 
 @dataclass
 class MedsConfig:
-    """MEDS reward shaping (METHODS.md part B): penalise wrong rollouts that repeat a prompt's past errors."""
+    """MEDS reward shaping (docs/methods.md#meds): penalise wrong rollouts that repeat a prompt's past errors."""
 
     # off by default; conf/meds/: disabled | monitor (memory and diagnostics, no penalty) | enabled
     enable: bool = False
@@ -477,3 +480,68 @@ def register_configs() -> None:
     cs = ConfigStore.instance()
     cs.store(name="eval_schema", node=EvalAppConfig)
     cs.store(name="train_schema", node=TrainAppConfig)
+
+
+# ---------------------------------------------------------------------------------------------------
+# dist: scale-out on FSDP2 + DCP + torchrun (memrl/dist, docs/scaling.md). Not yet part of the train
+# app's defaults: the trainer is wired to it in a later step.
+
+
+class DistStrategy(str, Enum):
+    """How the policy is trained across processes."""
+
+    none = "none"  # one process, one device (today's behaviour)
+    fsdp2 = "fsdp2"  # torch's fully_shard over all torchrun processes (HSDP with mesh.replicate > 1)
+
+
+class DistBackend(str, Enum):
+    """The torch.distributed backend of the process group."""
+
+    auto = "auto"  # nccl when CUDA is available, else gloo
+    nccl = "nccl"
+    gloo = "gloo"
+
+
+class DistDtype(str, Enum):
+    """A dtype of FSDP2's mixed-precision policy."""
+
+    auto = "auto"  # param_dtype: bfloat16 on a GPU that supports it, else float32; reduce_dtype: float32
+    float32 = "float32"
+    bfloat16 = "bfloat16"
+    float16 = "float16"
+
+
+@dataclass
+class DistMeshConfig:
+    """The device mesh: replicate x shard processes (HSDP: replicate across nodes, shard inside one)."""
+
+    # replicas of the sharded model (1: plain FSDP over every process)
+    replicate: int = 1
+    # processes one copy of the model is sharded over (None: world size / replicate)
+    shard: int | None = None
+
+
+@dataclass
+class DistMixedPrecisionConfig:
+    """FSDP2's MixedPrecisionPolicy; the sharded parameters and the optimiser state stay float32."""
+
+    # dtype of the gathered parameters, i.e. of forward and backward compute
+    param_dtype: DistDtype = DistDtype.auto
+    # dtype of the gradient reduce-scatter / all-reduce
+    reduce_dtype: DistDtype = DistDtype.auto
+
+
+@dataclass
+class DistConfig:
+    """Distributed training: launched by torchrun (docs/scaling.md)."""
+
+    strategy: DistStrategy = DistStrategy.none
+    backend: DistBackend = DistBackend.auto
+    mesh: DistMeshConfig = field(default_factory=DistMeshConfig)
+    mixed_precision: DistMixedPrecisionConfig = field(default_factory=DistMixedPrecisionConfig)
+    # free each decoder layer's gathered parameters after its forward (less memory, one more all-gather)
+    reshard_after_forward: bool = True
+    # keep sharded parameters, gradients and optimiser state in CPU memory (FSDP2's CPUOffloadPolicy)
+    cpu_offload: bool = False
+    # seconds a collective may wait before every rank fails (a dead or stuck rank ends the run, never hangs it)
+    timeout_s: int = 600

@@ -1,6 +1,6 @@
 """`memrl data prepare NAME`: build the papers' training mixtures from hub datasets, as JSONL in memrl's layout.
 
-Three sets (METHODS.md A5, B5), written under `<data_dir>/prepared/<name>/`:
+Three sets (docs/methods.md#memreward-datasets, docs/methods.md#meds-hyperparameters), written under `<data_dir>/prepared/<name>/`:
 
 - `memreward`: the MemReward in-domain mixture. Ten benchmarks; each is deduplicated, then up to 1,500
   problems are sampled (seed 42) and split 50/20/30 into train / validation / test. Multiple-choice options
@@ -206,13 +206,13 @@ def _math_lighteval(row: Row, _: int) -> Row | None:
     level = int(match.group()) if match else None
     answer = _boxed(row["solution"])
     if level is None or level < 3 or answer is None:
-        return None  # B5: levels 3-5 only
+        return None  # docs/methods.md#meds-hyperparameters: levels 3-5 only
     return {"question": row["problem"], "answer": answer, "level": level, "subject": row.get("type")}
 
 
 # --------------------------------------------------------------------------------------------------- the sets
 
-# Hub ids and configurations: METHODS.md A5 / B5 where it names them; SIQA and PIQA upstream are loading scripts,
+# Hub ids and configurations: docs/methods.md#memreward-datasets and docs/methods.md#meds-hyperparameters where they name them; SIQA and PIQA upstream are loading scripts,
 # which `datasets` 4+ no longer runs: their hub parquet conversion (refs/convert/parquet) is read instead.
 MEMREWARD = PrepareSpec(
     "memreward",
@@ -242,7 +242,7 @@ MEMREWARD = PrepareSpec(
         ),
         # gated on the hub: accept its terms and log in (huggingface-cli login) first
         HubSource("gpqa_diamond", "choice", "Idavidrein/gpqa", "gpqa_diamond", ("train",), _gpqa),
-        # the paper's "HumanEval+" is graded with the original HumanEval asserts (METHODS.md A5)
+        # the paper's "HumanEval+" is graded with the original HumanEval asserts (docs/methods.md#memreward-datasets)
         HubSource("humaneval", "code", "openai/openai_humaneval", None, ("test",), _humaneval),
         HubSource("mbpp", "code", "evalplus/mbppplus", None, ("test",), _mbppplus),
     ),

@@ -19,13 +19,13 @@ Level ``l`` (1-3) has ``l`` additions or subtractions after the head (the first 
 ``mul``); ``mix``, which must both add and subtract, has one more. So completions stay short (two to five
 equations at most, under 50 tokens of the tiny model). Every step is "running value (at most two digits)
 plus or minus 1-5", or one small table product: the arithmetic a ~1M-parameter model learns in a
-few-minute supervised warm start (TOY.md: longer numbers are out of reach; with operands 1-9 and heads
+few-minute supervised warm start (docs/data.md#the-synthetic-task: longer numbers are out of reach; with operands 1-9 and heads
 up to 89 its careful steps were still wrong on most ``mix`` and ``mul`` problems). Longer chains are harder
 because errors compound and because the model must find the right next number in the question. Every
 value along the way, and every answer, is between 0 and 99.
 
-Why the warm-start data mixes behaviours (see docs/TOY.md)
-----------------------------------------------------------
+Why the warm-start data mixes behaviours (see docs/data.md#the-synthetic-task)
+------------------------------------------------------------------------------
 This task exists so that RL with a verifiable reward visibly improves the tiny model within minutes on a
 CPU. RL with verifiable rewards mostly *selects* among behaviours the policy already has; it cannot teach
 arithmetic in minutes. So the supervised warm-start data (`sft_examples`) mixes one careful, correct

@@ -8,11 +8,15 @@ Two benchmark layouts are understood, recognised from a problem's metadata:
 - MBPP (`test_list`, optional `test_setup_code`): the program, then the setup code; each assert of
   `test_list` is its own step, so the first failing one is reported.
 
-A completion passes only when the harness reports that every test ran (see `memrl.sandbox`).
+A completion passes only when the trusted replay of the tests, against the values its functions under
+test returned in the sandbox, passes (see `memrl.sandbox`): the prompt (HumanEval) or the reference
+solution (MBPP) is the replay's trusted prelude, so the tests' helpers and setup classes come from the
+benchmark, never from the completion.
 """
 
 from __future__ import annotations
 
+import ast
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -40,7 +44,9 @@ class CodeTask:
         entry_point: the function HumanEval's `check` receives; None for MBPP.
         tests: (name, source) steps, run after the program (MBPP's setup code is the first).
         expose: the functions under test: the only names of the program that the tests see even when
-            they shadow a builtin (MBPP has a function called `sum`).
+            they shadow a builtin (MBPP has a function called `sum`); their calls are recorded.
+        prelude: trusted benchmark code the replay runs before the tests (the prompt, or MBPP's
+            reference solution).
     """
 
     kind: str
@@ -48,6 +54,7 @@ class CodeTask:
     entry_point: str | None
     tests: tuple[tuple[str, str], ...]
     expose: tuple[str, ...] = ()
+    prelude: str = ""
 
 
 def code_task(metadata: dict[str, Any]) -> CodeTask:
@@ -59,7 +66,8 @@ def code_task(metadata: dict[str, Any]) -> CodeTask:
     if metadata.get("test") and metadata.get("entry_point"):
         entry = str(metadata["entry_point"])
         test = str(metadata["test"]) + f"\n\ncheck({entry})\n"
-        return CodeTask("humaneval", str(metadata.get("prompt", "")), entry, (("check", test),), (entry,))
+        prompt = str(metadata.get("prompt", ""))
+        return CodeTask("humaneval", prompt, entry, (("check", test),), (entry,), prompt)
     tests = metadata.get("test_list")
     if isinstance(tests, (list, tuple)) and tests:
         steps = tuple((f"test {i + 1}", str(t)) for i, t in enumerate(tests))
@@ -68,12 +76,32 @@ def code_task(metadata: dict[str, Any]) -> CodeTask:
         if setup.strip():
             steps = (("test setup", setup), *steps)
         # the reference solution's top-level functions are the ones under test
-        expose = tuple(dict.fromkeys(re.findall(r"^def\s+(\w+)", str(metadata.get("code") or ""), re.M)))
-        return CodeTask("mbpp", "", None, steps, expose)
+        reference = str(metadata.get("code") or "")
+        return CodeTask("mbpp", "", None, steps, _under_test(reference, tests), reference)
     raise UserError(
         "a code problem needs HumanEval fields (test, entry_point, prompt) or MBPP fields (test_list) in its "
         f"metadata; it has: {', '.join(sorted(metadata)) or '(none)'}"
     )
+
+
+def _under_test(reference: str, tests: Sequence[Any]) -> tuple[str, ...]:
+    """MBPP's functions under test: the reference's top-level functions, and any other name the asserts
+    use that the reference defines (a lambda, a class): the replay must never run the reference's
+    version of what the program should provide. (Classes its setup code builds stay the reference's.)"""
+    try:
+        body = ast.parse(reference).body
+    except SyntaxError:
+        return tuple(dict.fromkeys(re.findall(r"^def\s+(\w+)", reference, re.M)))
+    defs = [n.name for n in body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))]
+    others = {n.name for n in body if isinstance(n, ast.ClassDef)}
+    others |= {t.id for n in body if isinstance(n, ast.Assign) for t in n.targets if isinstance(t, ast.Name)}
+    used = set()
+    for test in tests:
+        try:
+            used |= {n.id for n in ast.walk(ast.parse(str(test))) if isinstance(n, ast.Name)}
+        except SyntaxError:
+            continue
+    return tuple(dict.fromkeys([*defs, *sorted(others & used)]))
 
 
 def code_question(question: str, metadata: dict[str, Any]) -> str:
@@ -132,7 +160,7 @@ def build_job(response: str, task: CodeTask) -> tuple[Job | None, str | None]:
             source = task.prompt + program
     else:
         source = program
-    return Job(source, task.tests, task.expose), program
+    return Job(source, task.tests, task.expose, task.prelude), program
 
 
 class CodeGrader:

@@ -1,4 +1,4 @@
-"""MEDS: memory-enhanced dynamic reward shaping from layer-wise logits (METHODS.md part B).
+"""MEDS: memory-enhanced dynamic reward shaping from layer-wise logits (docs/methods.md#meds).
 
 - `anchor`: where in a response the feature is read (the last `\\boxed{`, or another anchor pattern).
 - `features`: the layer-wise logit of the first answer token at the anchor (one row of the output matrix).

@@ -2,7 +2,7 @@
 
 The released code searches each response backwards for the token sequence of `tokenizer.encode("\\boxed{")`
 and, failing that, for the last token containing "boxed" followed within 10 tokens by one containing "{"
-(METHODS.md B3). Both searches look for the token that holds the anchor's last character. We search on
+(docs/methods.md#layer-wise-logit-feature). Both searches look for the token that holds the anchor's last character. We search on
 characters instead of token ids, which finds that same token for every tokenization (a `{` merged with the
 answer's first digit, a leading space merged into `\\boxed`, a pattern split differently in context), and
 takes configurable patterns, so that `####` answers work too.

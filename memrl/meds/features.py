@@ -1,7 +1,7 @@
 """The MEDS feature: what each layer's hidden state at the anchor says about the first answer token.
 
 For layer l, `lm_head(h_l)[target]`, the raw logit (no softmax, no temperature) that the layer's hidden
-state at the anchor gives the token that actually follows (METHODS.md B3). It is computed as a dot product
+state at the anchor gives the token that actually follows (docs/methods.md#layer-wise-logit-feature). It is computed as a dot product
 with the target's row of the output matrix, [B, L, H] x [B, H], never as a [B, L, V] projection.
 
 Hugging Face's last hidden state is already final-normed, so by default the last value is the true output

@@ -1,6 +1,6 @@
 """The error memory of MEDS: past feature vectors per (prompt, correctness), clustered with HDBSCAN.
 
-Per step and memory key (METHODS.md B4):
+Per step and memory key (docs/methods.md#error-memory-and-clustering):
 
 1. each new vector is assigned a cluster by a k-nearest-neighbour vote (cosine distance, brute force)
    over the stored vectors and their labels from the last refit; its cluster size is the number of stored

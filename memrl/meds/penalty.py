@@ -1,4 +1,4 @@
-"""The MEDS penalty on sequence scores (METHODS.md B4, the released advantage estimator).
+"""The MEDS penalty on sequence scores (docs/methods.md#cluster-penalty, the released advantage estimator).
 
 `p(n) = alpha * min(log(n + 1), C)` for a rollout whose cluster of past rollouts has `n` members
 (alpha = 0.1, C = 2, so at most beta = alpha * C = 0.2, reached at n >= 7). Applied to the scalar sequence

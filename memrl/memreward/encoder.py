@@ -5,7 +5,7 @@ The encoder is all-MiniLM-L6-v2 (384-d), the paper's own, loaded from the offlin
 vectors and a dot product is a cosine.
 
 Texts are truncated by the caller with `truncate` and the constants below (the released code's limits,
-METHODS.md A2.3). Embeddings are cached by text: in a GRPO batch the query text repeats once per rollout
+docs/methods.md#node-encoding). Embeddings are cached by text: in a GRPO batch the query text repeats once per rollout
 and short answers ("#### 12") repeat across groups, so most texts are embedded once.
 """
 

@@ -1,4 +1,4 @@
-"""Per-rollout answer features of MemReward (METHODS.md A3): the parsed value and the group's consensus.
+"""Per-rollout answer features of MemReward (docs/methods.md#answer-features): the parsed value and the group's consensus.
 
 For math, each rollout of a query gets `[value, valid, matches_majority]`:
 

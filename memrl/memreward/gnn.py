@@ -1,4 +1,4 @@
-"""MemReward's reward models over the memory graph (METHODS.md A3), and two ablations.
+"""MemReward's reward models over the memory graph (docs/methods.md#reward-gnn), and two ablations.
 
 Every model is called as `model(data) -> logits [R]`, one logit of "this rollout is correct" per `answer`
 node of `data` (a graph from `graph.build_graph` / `graph.attach`), in node order:
@@ -38,7 +38,7 @@ from memrl.memreward.graph import (
 )
 
 MODEL_KINDS = ("gnn", "homogeneous", "no_think", "mlp")
-# the released default: think competition is off in training and inference (METHODS.md A3)
+# the released default: think competition is off in training and inference (docs/methods.md#memory-graph)
 DEFAULT_EDGE_TYPES = tuple(et for et in EDGE_TYPES if et != COMPETES_WITH)
 FEAT_HIDDEN = 64  # answer_feat_proj's inner width in the released model
 
@@ -110,7 +110,7 @@ def propagate(convs: nn.ModuleList, h: dict[str, Tensor], edge_index: dict[EdgeT
 
 
 class RewardGNN(nn.Module):
-    """The heterogeneous GNN of METHODS.md A3 (the released `UnifiedGNNDotProduct`).
+    """The heterogeneous GNN of docs/methods.md#reward-gnn (the released `UnifiedGNNDotProduct`).
 
     Args:
         in_dim: node embedding dim D (384 for MiniLM).

@@ -1,4 +1,4 @@
-"""The heterogeneous memory graph of MemReward (METHODS.md A3) as a PyTorch Geometric `HeteroData`.
+"""The heterogeneous memory graph of MemReward (docs/methods.md#memory-graph) as a PyTorch Geometric `HeteroData`.
 
 Nodes: one `query` node per query, one `think` and one `answer` node per rollout; `x` holds the
 384-d sentence embeddings. Edges (`[2, E]` long tensors, row 0 = source, row 1 = target; in PyG the
@@ -11,11 +11,11 @@ target aggregates messages from the source):
   gets its k most similar other labelled queries, an unlabelled one its k most similar labelled queries
   (fewer when fewer exist). `direction="memory_to_query"` (the paper's story, default) stores
   `[neighbour, query]`, so a query aggregates from its labelled neighbours; `"query_to_memory"` (the
-  released code, METHODS.md A7.1) stores `[query, neighbour]`;
+  released code, docs/methods.md#message-direction) stores `[query, neighbour]`;
 - `(think, competes_with, think)`, only when `think_k > 0`: within each query's group, each think to its
   `think_k` most similar other thinks (`[think, neighbour]`, as the released code). With `think_k == 0`
   the edge type is absent, in training and in inference alike (the released code adds it empty at
-  inference only, METHODS.md A7.2).
+  inference only, docs/methods.md#think-edges-at-inference).
 
 The released `(query, generates, answer)` edge type is left out: no convolution reads it.
 

@@ -1,7 +1,7 @@
 """Binary-classification metrics of predicted rewards against ground truth (MemReward's validation and reports).
 
 The released pipeline validates on F1 at threshold 0.5 and keeps the run with the lowest false-positive
-rate (METHODS.md A3); a false positive rewards a wrong rollout, the costly error in RL.
+rate (docs/methods.md#gnn-training-and-selection); a false positive rewards a wrong rollout, the costly error in RL.
 """
 
 from __future__ import annotations

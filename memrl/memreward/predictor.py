@@ -1,6 +1,6 @@
 """The frozen reward predictor of a training run: the labelled memory graph and the trained reward model.
 
-Online (METHODS.md A2.5): for a batch of new, unlabelled groups, embed them, attach them to the memory
+Online (docs/methods.md#online-reward): for a batch of new, unlabelled groups, embed them, attach them to the memory
 graph (kNN edges to the labelled queries; memory edges unchanged), run the model once over the part of
 the graph its layers read (`graph.receptive_subgraph`, exact), and read P(correct) at the new answer nodes. Nothing here reads a label: the memory's own labels are
 training targets already baked into the model, and the new groups arrive without answers.

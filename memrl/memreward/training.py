@@ -1,4 +1,4 @@
-"""Full-batch training of a reward model on the memory graph (METHODS.md A3), with restarts.
+"""Full-batch training of a reward model on the memory graph (docs/methods.md#gnn-training-and-selection), with restarts.
 
 One restart: Adam (no weight decay), BCE-with-logits on the training answer nodes, a validation check
 every `eval_every` epochs (F1 at `threshold`), early stop after `patience` checks without a better F1, and

@@ -1,6 +1,6 @@
 """Fill the experience memory: choose the memory's queries, roll the initial policy out on them, grade.
 
-Which queries (METHODS.md A2, and the label accounting of the MemReward issue):
+Which queries (docs/methods.md#experience-memory, and the label accounting of the MemReward issue):
 
 - ``train``: every labelled training query (with `val_source="labelled"`, all but the carved-out share).
 - ``val``: with `val_source="split"`, the first `val_limit` queries of `data.val_set`, whose labels are

@@ -1,6 +1,6 @@
 """Groups of rollouts, the reward-component interface and the pipeline that runs the components.
 
-A step's rewards come in two phases (DESIGN.md, data flow of `memrl train`):
+A step's rewards come in two phases (docs/architecture.md#data-flow-of-memrl-train):
 
 1. `score`: right after generation, on every group of the generation batch. Components set each
    rollout's binary `outcome` (what DAPO's dynamic sampling filters on) and add to its sequence `score`

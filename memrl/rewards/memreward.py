@@ -1,7 +1,7 @@
 """MemReward's online reward: the GNN's predicted correctness for rollouts of unlabelled queries.
 
 Labelled queries keep their ground-truth reward (`GroundTruthReward` runs first in the pipeline); this
-component judges the other groups from the frozen memory graph and reward model (METHODS.md A2.5):
+component judges the other groups from the frozen memory graph and reward model (docs/methods.md#online-reward):
 
 - `hard` (the paper): outcome = score = 1[p > threshold];
 - `soft`: score = p, outcome = 1[p > threshold] (dynamic sampling filters on the binary outcome);

@@ -13,7 +13,9 @@ from collections.abc import Sequence
 import torch
 
 LOSS_AGG_MODES = ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum", "seq-mean-token-sum-norm")
-KL_TYPES = ("low_var_kl", "kl", "mse", "abs")
+# verl's names: k1/k2/k3 are aliases, and a trailing "+" keeps a type's value with k2's gradient (see kl_penalty)
+KL_BASE_TYPES = ("low_var_kl", "kl", "mse", "abs", "k1", "k2", "k3")
+KL_TYPES = KL_BASE_TYPES + tuple(f"{t}+" for t in KL_BASE_TYPES)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -21,17 +23,25 @@ KL_TYPES = ("low_var_kl", "kl", "mse", "abs")
 
 
 def grpo_advantages(
-    scores: torch.Tensor, group_ids: Sequence[int] | torch.Tensor, norm_by_std: bool = True, eps: float = 1e-6
+    scores: torch.Tensor,
+    group_ids: Sequence[int] | torch.Tensor,
+    norm_by_std: bool = True,
+    eps: float = 1e-6,
+    std_tol: float = 1e-6,
 ) -> torch.Tensor:
     """GRPO outcome advantages: each sequence score minus its group's mean, divided by the group's std.
 
     As verl's `compute_grpo_outcome_advantage`: the std is the unbiased (Bessel) one, a group of one
     sequence has mean 0 and std 1, and `norm_by_std=False` gives Dr.GRPO's unscaled `s - mean`.
+    Unlike verl, a group whose scores are all equal up to rounding (std at most `std_tol` times the
+    group's scale max(1, max |s|)) gets exactly zero advantage: the float32 mean of eight 0.7s is one ulp
+    off 0.7, and divided by (std + eps) that rounding would become an advantage of about 0.06.
 
     Args:
         scores: [B] sequence scores (reward plus shaping).
         group_ids: [B] the prompt group of each sequence.
         norm_by_std: divide by (std + eps).
+        std_tol: relative spread below which a group counts as all-equal.
 
     Returns:
         [B] advantages (float32).
@@ -46,6 +56,9 @@ def grpo_advantages(
             mean, std = torch.zeros(()), torch.ones(())
         else:
             mean, std = s.mean(), s.std(unbiased=True)
+            if std <= std_tol * max(1.0, s.abs().max().item()):
+                adv[idx] = 0.0
+                continue
         adv[idx] = (s - mean) / (std + eps) if norm_by_std else s - mean
     return adv
 
@@ -105,12 +118,14 @@ def agg_loss(
     Returns:
         A scalar tensor.
     """
+    # select, not multiply: a NaN or inf at a masked position (0 * inf = NaN) must not reach the sum
+    masked = torch.where(mask.bool(), loss, torch.zeros_like(loss))
     mask = mask.to(loss.dtype)
     if mode == "token-mean":
         denom = mask.sum() if num_tokens is None else torch.as_tensor(num_tokens, dtype=loss.dtype)
-        return (loss * mask).sum() / denom.clamp_min(1.0)
+        return masked.sum() / denom.clamp_min(1.0)
     nseq = loss.shape[0] if num_seqs is None else num_seqs
-    seq_sum = (loss * mask).sum(dim=-1)
+    seq_sum = masked.sum(dim=-1)
     if mode == "seq-mean-token-mean":
         seq = seq_sum / mask.sum(dim=-1).clamp_min(1.0)
     elif mode == "seq-mean-token-sum":
@@ -154,8 +169,11 @@ def policy_loss(
     Returns:
         (loss, stats) where stats holds detached `clipfrac` (fraction of tokens where the clipped branch
         won), `clipfrac_lower` (tokens where dual-clip bound the loss) and `approx_kl` (mean of old - new
-        log-prob over tokens).
+        log-prob over tokens). Masked positions are replaced by zeros before any arithmetic, so a NaN or
+        inf there changes neither the loss nor its gradient.
     """
+    keep = mask.bool()
+    log_prob, old_log_prob, advantages = (_where(keep, x) for x in (log_prob, old_log_prob, advantages))
     neg_kl = (log_prob - old_log_prob).clamp(-20.0, 20.0)
     ratio = torch.exp(neg_kl)
     l1 = -advantages * ratio
@@ -164,15 +182,15 @@ def policy_loss(
     m = mask.to(clipped.dtype)
     denom = m.sum().clamp_min(1.0)
     stats = {
-        "clipfrac": ((l2 > l1).to(m.dtype) * m).sum().detach() / denom,
-        "approx_kl": ((-neg_kl) * m).sum().detach() / denom,
+        "clipfrac": (l2 > l1)[keep].sum().detach() / denom,
+        "approx_kl": _where(keep, -neg_kl).sum().detach() / denom,
     }
     if clip_ratio_c is not None:
         if clip_ratio_c <= 1.0:
             raise ValueError(f"clip_ratio_c must be > 1 (or null to turn dual-clip off), got {clip_ratio_c}")
         l3 = -advantages * clip_ratio_c
         dual = torch.minimum(l3, clipped)
-        stats["clipfrac_lower"] = (((clipped > l3) & (advantages < 0)).to(m.dtype) * m).sum().detach() / denom
+        stats["clipfrac_lower"] = ((clipped > l3) & (advantages < 0))[keep].sum().detach() / denom
         per_token = torch.where(advantages < 0, dual, clipped)
     else:
         stats["clipfrac_lower"] = torch.zeros(())
@@ -180,30 +198,61 @@ def policy_loss(
     return agg_loss(per_token, mask, loss_agg_mode, **agg_kwargs), stats
 
 
+def _where(keep: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """`x` where `keep`, else 0 (selected, so a NaN or inf outside `keep` reaches neither values nor gradients)."""
+    return torch.where(keep, x, torch.zeros_like(x))
+
+
 # ---------------------------------------------------------------------------------------------------
 # KL and entropy
 
 
-def kl_penalty(log_prob: torch.Tensor, ref_log_prob: torch.Tensor, kl_type: str = "low_var_kl") -> torch.Tensor:
+def kl_penalty(
+    log_prob: torch.Tensor,
+    ref_log_prob: torch.Tensor,
+    kl_type: str = "low_var_kl",
+    mask: torch.Tensor | None = None,
+) -> torch.Tensor:
     """Per-token estimate of KL(pi || pi_ref) from log-probs of sampled tokens (Schulman's k1 / k2 / k3).
 
-    kl (k1): logp - ref;  mse (k2): 0.5 (logp - ref)^2;  abs: |logp - ref|;
-    low_var_kl (k3): exp(ref - logp) - (ref - logp) - 1, clamped to [-10, 10] as in verl.
+    The names and formulas are verl's `kl_penalty` / `kl_penalty_forward` (verl/trainer/ppo/core_algos.py,
+    verl-project/verl at 1dda039, 2026-08-22), with d = logp - ref:
+        kl, k1: d;  mse, k2: 0.5 d^2;  abs: |d|;
+        low_var_kl, k3: exp(-d) + d - 1, with -d clamped to [-20, 20] and the result to [-10, 10].
+    A trailing "+" (k1+, k2+, k3+, low_var_kl+, kl+, mse+, abs+) is verl's straight-through variant: the
+    value of the named estimator, the gradient of k2, i.e. `k2 - k2.detach() + value.detach()` (verl's
+    docs: "would use straight-through to employ k2 for unbiased gradient estimation, regardless of the kl
+    value estimation"; k1 and k3 have the right expectation but a biased gradient, k2 the right gradient).
+    verl strips the "+" before computing the value since PR #6058 (7e80ab0); before it every "+" name
+    raised NotImplementedError. k2+ equals k2 in value and gradient.
+
+    Args:
+        mask: [B, T] 1 where the token counts; elsewhere both inputs are replaced by 0 first, so the value
+            there is 0 and a NaN or inf in either input reaches neither the value nor the gradient.
 
     Returns:
         [B, T] per-token values.
     """
+    if mask is not None:
+        keep = mask.bool()
+        log_prob, ref_log_prob = _where(keep, log_prob), _where(keep, ref_log_prob)
+    base = kl_type[:-1] if kl_type.endswith("+") else kl_type
     diff = log_prob - ref_log_prob
-    if kl_type == "kl":
-        return diff
-    if kl_type == "mse":
-        return 0.5 * diff.square()
-    if kl_type == "abs":
-        return diff.abs()
-    if kl_type == "low_var_kl":
+    if base in ("kl", "k1"):
+        value = diff
+    elif base in ("mse", "k2"):
+        value = 0.5 * diff.square()
+    elif base == "abs":
+        value = diff.abs()
+    elif base in ("low_var_kl", "k3"):
         kl = (ref_log_prob - log_prob).clamp(-20.0, 20.0)
-        return (torch.exp(kl) - kl - 1.0).clamp(-10.0, 10.0)
-    raise ValueError(f"unknown kl_loss_type {kl_type!r}; valid: {', '.join(KL_TYPES)}")
+        value = (torch.exp(kl) - kl - 1.0).clamp(-10.0, 10.0)
+    else:
+        raise ValueError(f"unknown kl_loss_type {kl_type!r}; valid: {', '.join(KL_TYPES)}")
+    if base == kl_type:
+        return value
+    k2 = 0.5 * diff.square()
+    return k2 - k2.detach() + value.detach()
 
 
 def entropy_from_logits(logits: torch.Tensor) -> torch.Tensor:

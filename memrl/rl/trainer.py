@@ -1,4 +1,4 @@
-"""The GRPO / DAPO training loop (DESIGN.md, data flow of `memrl train`, step 4).
+"""The GRPO / DAPO training loop (docs/architecture.md#data-flow-of-memrl-train, step 4).
 
 Per step: sample prompts -> `n` rollouts each -> rewards (phase 1) -> dynamic sampling on the binary
 outcome, refilling from further generation batches -> one no-grad scoring pass (old and reference
@@ -464,6 +464,8 @@ class Trainer:
                 )
                 self.optimizer.zero_grad(set_to_none=True)
                 mb_loss = mb_pg = 0.0
+                # this mini-batch's entropy and KL, summed from its micro-batches' shares (as its loss is)
+                mb_terms: dict[str, float] = {}
                 for mstart in range(0, len(mb), s.micro_batch_size):
                     mu = mb.select(list(range(mstart, min(mstart + s.micro_batch_size, len(mb)))))
                     out = forward_batch(
@@ -493,16 +495,16 @@ class Trainer:
                         ent = agg_loss(out.entropy, mu.response_mask, s.loss_agg_mode, **norm)
                         if s.entropy_coeff != 0:
                             loss = loss - s.entropy_coeff * ent
-                        add("actor/entropy", ent.item())
+                        mb_terms["actor/entropy"] = mb_terms.get("actor/entropy", 0.0) + ent.item()
                     if mu.ref_log_prob is not None:
                         kl = agg_loss(
-                            kl_penalty(out.log_prob, mu.ref_log_prob, s.kl_loss_type),
+                            kl_penalty(out.log_prob, mu.ref_log_prob, s.kl_loss_type, mu.response_mask),
                             mu.response_mask,
                             s.loss_agg_mode,
                             **norm,
                         )
                         loss = loss + s.kl_loss_coef * kl
-                        add("actor/kl_loss", kl.item())
+                        mb_terms["actor/kl_loss"] = mb_terms.get("actor/kl_loss", 0.0) + kl.item()
                     loss.backward()
                     mb_loss += loss.item()
                     mb_pg += pg_loss.item()
@@ -518,13 +520,14 @@ class Trainer:
                 add("actor/grad_norm", grad_norm.item())
                 add("actor/pg_loss", mb_pg)
                 add("actor/loss", mb_loss)
+                for key, value in mb_terms.items():
+                    add(key, value)
         lr = self.scheduler.get_last_lr()[0]
-        self.scheduler.step()
+        with warnings.catch_warnings():  # the schedule counts RL steps, the optimiser step skipped or not
+            warnings.simplefilter("ignore", UserWarning)
+            self.scheduler.step()
+        # averages over the mini-batches that ran (an empty one, fewer groups than train_batch_size, is none)
         out = {k: sums[k] / counts[k] for k in sums if counts[k] > 0}
-        # entropy and KL were added once per micro-batch as shares of the mini-batch: sum, not average
-        for key in ("actor/entropy", "actor/kl_loss"):
-            if key in sums:
-                out[key] = sums[key] / max(1, n_mini * s.ppo_epochs)
         out["actor/lr"] = lr
         return out
 

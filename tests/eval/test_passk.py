@@ -38,7 +38,7 @@ def test_hand_computed_values():
     assert pass_at_k(4, 1, 1) == pytest.approx(0.25)
     assert pass_at_k(4, 1, 2) == pytest.approx(0.5)
     assert pass_at_k(4, 1, 4) == 1.0
-    # verl's with-replacement bootstrap gives 0.684 for 1-of-4 at k=4 (PEERS.md); unbiased is 1.0
+    # verl's with-replacement bootstrap gives 0.684 for 1-of-4 at k=4 (docs/methods.md#pass-at-k); unbiased is 1.0
     assert pass_at_k(4, 0, 4) == 0.0
 
 

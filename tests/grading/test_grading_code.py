@@ -10,18 +10,19 @@ from memrl.data.templates import format_prompt
 from memrl.errors import UserError
 from memrl.grading import GradeItem, Grader
 from memrl.grading.code import build_job, code_task, extract_program
-from memrl.sandbox import Limits, SandboxPool, detect_isolation
+from memrl.sandbox import Limits, SandboxPool
+from memrl.sandbox.pool import usable_python
 
-FAST = Limits(timeout_s=8.0, cpu_s=2, memory_mb=512)
+# a wall-clock limit far above the CPU limit: verdicts do not depend on the machine's load
+FAST = Limits(timeout_s=120.0, cpu_s=10, memory_mb=512)
 
 
-@pytest.fixture(scope="module")
-def pool():
-    try:
-        detect_isolation()
-    except Exception as e:  # noqa: BLE001
-        pytest.skip(f"no sandbox on this machine: {e}")
-    return SandboxPool(FAST, workers=2)
+@pytest.fixture(scope="module", params=["bwrap", "rlimits"])
+def pool(request):
+    python = usable_python(request.param)
+    if python is None:
+        pytest.skip(f"the {request.param} sandbox does not run here")
+    return SandboxPool(FAST, workers=2, isolation=request.param, python=python)
 
 
 @pytest.fixture(scope="module")
@@ -58,19 +59,25 @@ def test_code_task_reads_both_layouts_and_rejects_others(humaneval, mbpp):
     mb = code_task(next(p for p in mbpp if p.id == "mbpp-367").metadata)
     assert [name for name, _ in mb.tests] == ["test setup", "test 1", "test 2", "test 3"]
     assert mb.expose == ("get_height", "is_tree_balanced")
+    # a function under test the reference defines without `def` is the program's too, never the reference's
+    assert code_task({"test_list": ["assert f(1) == 1"], "code": "f = lambda x: x\ng = 1\n"}).expose == ("f",)
     with pytest.raises(UserError, match="MBPP fields"):
         code_task({"question": "x"})
 
 
 def test_canonical_solutions_pass_and_broken_ones_fail(pool, humaneval, mbpp):
-    he = humaneval[:12]
+    # the first 12, and those whose tests draw random numbers (HumanEval/32, 38, 50, 53)
+    he = humaneval[:12] + [
+        p for p in humaneval if p.id in ("HumanEval/32", "HumanEval/38", "HumanEval/50", "HumanEval/53")
+    ]
     jobs = [build_job(p.metadata["canonical_solution"], code_task(p.metadata))[0] for p in he]
     # the same solutions with the first return value perturbed
     wrong = [
         build_job(p.metadata["canonical_solution"].replace("return ", "return not ", 1), code_task(p.metadata))[0]
         for p in he
     ]
-    mb = mbpp[:12] + [p for p in mbpp if p.id in ("mbpp-126", "mbpp-367")]  # a function named sum; setup code
+    # a function named sum; setup code building the program's classes; Counter results
+    mb = mbpp[:12] + [p for p in mbpp if p.id in ("mbpp-126", "mbpp-367", "mbpp-40", "mbpp-88")]
     jobs += [build_job(p.metadata["code"], code_task(p.metadata))[0] for p in mb]
     verdicts = pool.run(jobs + wrong)
     assert [v.status for v in verdicts[: len(jobs)]] == ["passed"] * len(jobs)

@@ -79,6 +79,28 @@ def test_grpo_all_equal_group_gives_zeros():
     close(grpo_advantages(scores[:3], [0, 0, 0], norm_by_std=False), [0.0, 0.0, 0.0], atol=0.0)
 
 
+@pytest.mark.parametrize("value", [0.7, 0.1, 0.3, 123.456])
+@pytest.mark.parametrize("n", [5, 8, 16])
+def test_grpo_all_equal_but_not_representable_gives_exact_zeros(value, n):
+    # float32 0.7 * 8 summed and divided by 8 is one ulp off 0.7 (mean - s = 6e-8, std 6.4e-8), which
+    # (s - mean) / (std + 1e-6) used to turn into an advantage of 0.056; such a group is all-equal: 0 exactly
+    scores = torch.full((n,), value)
+    assert grpo_advantages(scores, [0] * n).abs().max().item() == 0.0
+    assert grpo_advantages(scores, [0] * n, norm_by_std=False).abs().max().item() == 0.0
+    # next to a mixed group {1, 0}, which keeps its +-0.5 / (sqrt(0.5) + 1e-6)
+    both = grpo_advantages(torch.cat([scores, torch.tensor([1.0, 0.0])]), [0] * n + [1, 1])
+    assert both[:n].abs().max().item() == 0.0
+    close(both[n:], [0.5 / (0.7071068 + EPS), -0.5 / (0.7071068 + EPS)], atol=1e-6)
+
+
+def test_grpo_small_real_spread_is_not_zeroed():
+    # {0.7, 0.7, 0.7, 0.701}: mean 0.70025; unbiased std = sqrt((3 * 0.00025^2 + 0.00075^2) / 3) = 0.0005
+    # -> (0.7 - 0.70025) / (0.0005 + 1e-6) = -0.4990020, (0.701 - 0.70025) / 0.000501 = +1.4970060
+    adv = grpo_advantages(torch.tensor([0.7, 0.7, 0.7, 0.701]), [0, 0, 0, 0])
+    close(adv, [-0.4990020, -0.4990020, -0.4990020, 1.4970060], atol=2e-3)
+    assert (adv[:3] < -0.49).all() and adv[3] > 1.49
+
+
 def test_grpo_advantages_carry_no_gradient():
     scores = torch.tensor([1.0, 0.0], requires_grad=True)
     assert not grpo_advantages(scores, [0, 0]).requires_grad
@@ -268,6 +290,29 @@ def test_policy_loss_gradient_is_zero_where_clipped():
     close(logp.grad, [[5.0]], atol=1e-5)
 
 
+@pytest.mark.parametrize("poison", [math.nan, math.inf, -math.inf])
+def test_policy_loss_ignores_non_finite_values_at_masked_positions(poison):
+    # the batch of _stats_batch with its two padded tokens poisoned in the new and old log-probs and in the
+    # advantages: the loss (0.4), the stats and the gradient are those of the clean batch
+    ratios, advs, mask = _stats_batch()
+    clean, clean_stats, clean_logp = _pl(ratios, advs, mask, clip_ratio_c=3.0)
+    clean.backward()
+    pad = torch.tensor(mask) == 0
+    logp = _logp(ratios).masked_fill(pad, poison).requires_grad_(True)
+    old = torch.zeros_like(logp).masked_fill(pad, -poison if poison == poison else poison)
+    adv = torch.tensor(advs).masked_fill(pad, poison)
+    for mode in LOSS_AGG_MODES:
+        loss, stats = policy_loss(logp, old, adv, torch.tensor(mask), clip_ratio_c=3.0, loss_agg_mode=mode)
+        assert torch.isfinite(loss)
+        if mode == "token-mean":
+            close(loss, 0.4)
+            for key in ("clipfrac", "clipfrac_lower", "approx_kl"):
+                close(stats[key], clean_stats[key].item(), atol=1e-7)
+            loss.backward()
+            close(logp.grad, clean_logp.grad, atol=1e-7)
+            assert torch.isfinite(logp.grad).all()
+
+
 # ---------------------------------------------------------------------------------------------------
 # agg_loss
 
@@ -301,6 +346,24 @@ def test_agg_seq_mean_token_sum_norm():
 
 def test_agg_default_mode_is_token_mean():
     close(agg_loss(AGG_LOSS, AGG_MASK), 3.2)
+
+
+@pytest.mark.parametrize("poison", [math.nan, math.inf, -math.inf])
+def test_agg_non_finite_at_masked_position_changes_nothing(poison):
+    # the padded 100 of AGG_LOSS becomes NaN / inf: the same values as above (3.2, 3.5, 8, 2.6666667), and
+    # the gradient is 1/5 (token-mean) on every counted token and 0 on the padded one, not NaN
+    expected = {"token-mean": 3.2, "seq-mean-token-mean": 3.5, "seq-mean-token-sum": 8.0}
+    expected["seq-mean-token-sum-norm"] = 16 / 6
+    for mode, value in expected.items():
+        loss = AGG_LOSS.clone()
+        loss[1, 2] = poison
+        loss.requires_grad_(True)
+        out = agg_loss(loss, AGG_MASK, mode)
+        close(out, value, atol=1e-6)
+        out.backward()
+        assert loss.grad[1, 2].item() == 0.0 and torch.isfinite(loss.grad).all()
+        if mode == "token-mean":
+            close(loss.grad, AGG_MASK / 5, atol=1e-7)
 
 
 # four sequences for the micro-batch split
@@ -395,6 +458,67 @@ def test_kl_k3_clamped_at_10():
     logp = torch.tensor([[-20.0, -30.0, 0.0, -3.0, -2.0]])
     ref = torch.tensor([[0.0, 0.0, -20.0, 0.0, 0.0]])
     close(kl_penalty(logp, ref, "low_var_kl"), [[10.0, 10.0, 10.0, 10.0, 4.3890561]], atol=1e-5)
+
+
+def test_kl_verl_aliases_k1_k2_k3():
+    # verl's kl_penalty_forward: k1 is kl, k2 is mse, k3 is low_var_kl (hand values of the tests above)
+    close(kl_penalty(KL_LOGP, KL_REF, "k1"), [[1.0, -1.0, 0.0]], atol=1e-7)
+    close(kl_penalty(KL_LOGP, KL_REF, "k2"), [[0.5, 0.5, 0.0]], atol=1e-7)
+    close(kl_penalty(KL_LOGP, KL_REF, "k3"), [[0.36787944, 0.71828183, 0.0]], atol=1e-6)
+
+
+def _kl_grad(kl_type, logp=KL_LOGP, ref=KL_REF):
+    x = logp.clone().requires_grad_(True)
+    value = kl_penalty(x, ref, kl_type)
+    value.sum().backward()
+    return value, x.grad
+
+
+@pytest.mark.parametrize(
+    "name,value",
+    [
+        ("k1+", [[1.0, -1.0, 0.0]]),
+        ("kl+", [[1.0, -1.0, 0.0]]),
+        ("k2+", [[0.5, 0.5, 0.0]]),
+        ("mse+", [[0.5, 0.5, 0.0]]),
+        ("abs+", [[1.0, 1.0, 0.0]]),
+        ("k3+", [[0.36787944, 0.71828183, 0.0]]),
+        ("low_var_kl+", [[0.36787944, 0.71828183, 0.0]]),
+    ],
+)
+def test_kl_straight_through_plus_keeps_value_takes_k2_gradient(name, value):
+    # verl: k2 - k2.detach() + value.detach(): the named estimator's value, k2's gradient d(0.5 d^2)/d logp = d
+    # with d = logp - ref = [1, -1, 0] -> gradient [1, -1, 0] whatever the estimator
+    v, g = _kl_grad(name)
+    close(v, value, atol=1e-6)
+    close(g, [[1.0, -1.0, 0.0]], atol=1e-6)
+
+
+def test_kl_gradients_without_plus_are_the_estimators_own():
+    # k1: d(d)/d logp = 1;  abs: sign(d) = [1, -1, 0];  k3: d/d logp [exp(ref - logp) - (ref - logp) - 1]
+    #   = 1 - exp(ref - logp) = [1 - e^-1, 1 - e, 0] = [0.6321206, -1.7182818, 0]
+    close(_kl_grad("k1")[1], [[1.0, 1.0, 1.0]], atol=1e-7)
+    close(_kl_grad("abs")[1], [[1.0, -1.0, 0.0]], atol=1e-7)
+    close(_kl_grad("k3")[1], [[0.6321206, -1.7182818, 0.0]], atol=1e-6)
+    # past k3's clamp at 10 the estimator has no gradient, k3+ still pulls with d: ref - logp = +3
+    # (k3 = 16.09 -> 10): k3 gradient 0, k3+ gradient d = logp - ref = -3
+    logp, ref = torch.tensor([[-3.0]]), torch.tensor([[0.0]])
+    close(_kl_grad("k3", logp, ref)[1], [[0.0]], atol=1e-7)
+    v, g = _kl_grad("k3+", logp, ref)
+    close(v, [[10.0]], atol=1e-6)
+    close(g, [[-3.0]], atol=1e-6)
+
+
+@pytest.mark.parametrize("kl_type", KL_TYPES)
+def test_kl_mask_keeps_non_finite_reference_out(kl_type):
+    # a padded position with ref -inf (or NaN) and logp NaN: 0 there, and no NaN in the gradient
+    logp = torch.tensor([[-1.0, math.nan]], requires_grad=True)
+    ref = torch.tensor([[-2.0, -math.inf]])
+    value = kl_penalty(logp, ref, kl_type, mask=torch.tensor([[1.0, 0.0]]))
+    assert value[0, 1].item() == 0.0
+    close(value[:, :1], kl_penalty(torch.tensor([[-1.0]]), torch.tensor([[-2.0]]), kl_type), atol=1e-7)
+    value.sum().backward()
+    assert torch.isfinite(logp.grad).all() and logp.grad[0, 1].item() == 0.0
 
 
 def test_kl_unknown_type_raises():

@@ -1,14 +1,17 @@
-"""`memrl train` end to end: files written, and a run killed with SIGKILL resumes to identical parameters."""
+"""`memrl train` end to end: files written, and a run killed with SIGKILL resumes to identical parameters.
+
+The kills are deterministic: the child process sends itself SIGKILL at a chosen point of a chosen
+checkpoint write (the `KILL_AT` hook below, test code only), so what is on disk at the kill does not
+depend on timing or machine load.
+"""
 
 from __future__ import annotations
 
 import json
 import os
-import random
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -43,6 +46,41 @@ def _cmd(*args: str) -> list[str]:
     return [sys.executable, "-c", "from memrl.cli import main; main()", "train", *args]
 
 
+# `memrl train` that SIGKILLs itself at KILL_AT="<step>:<point>" of the checkpoint write of that step:
+#   optimizer: the policy is in the checkpoint's temporary folder, optimizer.pt is not (a torn checkpoint)
+#   latest: global_step_<step> is complete, train/latest still names the step before
+_KILLING_TRAIN = """
+import os, signal, torch
+import memrl.rl.checkpoint as ck
+step, point = os.environ["KILL_AT"].split(":")
+def die():
+    os.kill(os.getpid(), signal.SIGKILL)
+if point == "optimizer":
+    real_save = torch.save
+    def save(obj, f, *a, **k):
+        if f".{ck.PREFIX}{step}.tmp-" in str(f) and str(f).endswith("optimizer.pt"):
+            die()
+        return real_save(obj, f, *a, **k)
+    torch.save = save
+elif point == "latest":
+    real_write = ck.atomic_write_text
+    def write(path, text, *a, **k):
+        if str(path).endswith(ck.LATEST) and text.strip() == f"{ck.PREFIX}{step}":
+            die()
+        return real_write(path, text, *a, **k)
+    ck.atomic_write_text = write
+else:
+    raise SystemExit(f"unknown kill point {point}")
+from memrl.cli import main
+main()
+"""
+
+
+def _killed(kill_at: str, *args: str) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-c", _KILLING_TRAIN, "train", *args]
+    return subprocess.run(cmd, env={**_env(), "KILL_AT": kill_at}, capture_output=True, text=True, timeout=600)
+
+
 def _weights(run: Path, step: int) -> dict[str, torch.Tensor]:
     return load_file(str(run / "train" / f"global_step_{step}" / "policy" / "model.safetensors"))
 
@@ -73,21 +111,24 @@ def test_train_writes_run_directory_and_resumes_after_sigkill(tiny_model_dir, tm
     again = subprocess.run(_cmd("--resume", str(full)), env=_env(), check=True, capture_output=True, text=True)
     assert "finished (4 steps" in again.stdout and _metrics(full) == rows
 
-    # the same run, killed at a random moment after its first checkpoint, then resumed
+    # the same run killed twice, each time in the middle of a checkpoint write, and resumed each time
     killed = tmp_path / "killed"
-    proc = subprocess.Popen(
-        _cmd(*ARGS, f"hydra.run.dir={killed}"), env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    deadline = time.time() + 300
-    # train/latest names a complete checkpoint (global_step_N appears just before it)
-    while not (killed / "train" / "latest").exists():
-        assert proc.poll() is None and time.time() < deadline
-        time.sleep(0.05)
-    time.sleep(random.uniform(0.0, 0.5))
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    done_before = (killed / "train" / "latest").read_text().strip()
-    assert done_before != "global_step_4", "the run finished before it could be killed"
+    train = killed / "train"
+    # 1. while writing step 2's checkpoint (after step 2's metrics and validation were logged)
+    first = _killed("2:optimizer", *ARGS, f"hydra.run.dir={killed}")
+    assert first.returncode == -signal.SIGKILL, first.stderr[-2000:]
+    assert (train / "latest").read_text().strip() == "global_step_1"
+    torn = list(train.glob(".global_step_2.tmp-*"))
+    assert len(torn) == 1 and (torn[0] / "policy").is_dir() and not (torn[0] / "optimizer.pt").exists()
+    assert not (train / "global_step_2").exists()
+    assert [r["step"] for r in _metrics(killed)] == [1, 2]
+    # 2. resumed from step 1, killed after step 3's checkpoint folder is complete but before latest names it
+    second = _killed("3:latest", "--resume", str(killed))
+    assert second.returncode == -signal.SIGKILL, second.stderr[-2000:]
+    assert (train / "latest").read_text().strip() == "global_step_2"
+    assert (train / "global_step_3" / "trainer_state.json").is_file()
+    assert [r["step"] for r in _metrics(killed)] == [1, 2, 3]
+    # 3. resumed from step 2 (step 3's complete but unnamed checkpoint is redone, its metrics row dropped)
     subprocess.run(_cmd("--resume", str(killed)), env=_env(), check=True, capture_output=True, timeout=600)
     assert (killed / "train" / "latest").read_text().strip() == "global_step_4"
     a, b = _weights(full, 4), _weights(killed, 4)

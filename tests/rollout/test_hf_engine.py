@@ -114,3 +114,31 @@ def test_shared_prompt_cache_not_for_one_sample_or_one_token(engine):
     assert _shared_prompt_cache(engine.model, ids, torch.ones_like(ids), 1) is None
     assert _shared_prompt_cache(engine.model, ids[:, :1], torch.ones_like(ids[:, :1]), 4) is None
     assert _shared_prompt_cache(engine.model, ids, torch.ones_like(ids), 4) is not None
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        SamplingParams(n=3, temperature=1.0, max_new_tokens=16, seed=1),  # the shared prompt cache path
+        SamplingParams(n=2, temperature=0.0, max_new_tokens=16, stop=("=",)),
+        SamplingParams(n=1, temperature=0.0, max_new_tokens=16),
+    ],
+)
+def test_generate_emits_no_warning(engine, prompts, params, monkeypatch, capfd):
+    """A default `memrl train` calls generate every step: no FutureWarning (transformers deprecates
+    `past_key_values` for `cache`) and nothing on stderr from transformers' own logger either."""
+    import warnings
+
+    import memrl.rollout.hf_engine as hf
+
+    used = []
+    real = hf._shared_prompt_cache
+    monkeypatch.setattr(hf, "_shared_prompt_cache", lambda *a: used.append(real(*a)) or used[-1])
+    capfd.readouterr()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        groups = engine.generate(prompts, params)
+    assert capfd.readouterr().err == ""
+    assert len(groups) == len(prompts) and all(len(g) == params.n for g in groups)
+    # the n > 1 case really went through the cache (the call that used to warn)
+    assert used and all((c is not None) == (params.n > 1) for c in used)

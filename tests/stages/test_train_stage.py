@@ -23,7 +23,7 @@ def test_settings_map_the_dapo_preset(compose_eval):
     "override,message",
     [
         ("algo.loss_agg_mode=mean", "valid: token-mean, seq-mean-token-mean"),
-        ("algo.kl_loss_type=k3", "valid: low_var_kl, kl, mse, abs"),
+        ("algo.kl_loss_type=k4", "valid: low_var_kl, kl, mse, abs, k1, k2, k3, low_var_kl\\+"),
         ("algo.filter_groups.metric=score", "binary outcome"),
         ("trainer.ppo_mini_batch_size=5", "multiple of trainer.ppo_mini_batch_size"),
         ("trainer.compute_dtype=fp8", "valid: auto, float32, bfloat16, float16"),
@@ -78,7 +78,11 @@ def test_memreward_config_errors_name_the_key(compose_eval):
 
 def test_final_evaluation_tests_the_best_validation_checkpoint(tiny_model_dir, tmp_path):
     """trainer.final_checkpoint=best_val: the final evaluation loads the first step with the best validation
-    accuracy (MemReward's checkpoint selection) and the summary says which."""
+    accuracy (MemReward's checkpoint selection) and the summary says which.
+
+    The validation runs for real, but its greedy accuracy is replaced by a script (0.2, 0.6, 0.6), so the
+    best step is the middle one whatever the trajectory: neither the first nor the last, and the first of
+    two equals."""
     import json
     import os
     import subprocess
@@ -95,7 +99,6 @@ def test_final_evaluation_tests_the_best_validation_checkpoint(tiny_model_dir, t
         "trainer.ppo_mini_batch_size=4",
         "trainer.val_limit=20",
         "trainer.val_n=0",
-        "trainer.lr=3e-3",
         "trainer.initial_eval=false",
         "trainer.progress=false",
         "eval.limit=8",
@@ -105,19 +108,23 @@ def test_final_evaluation_tests_the_best_validation_checkpoint(tiny_model_dir, t
         f"hydra.run.dir={run}",
     ]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline"}
-    cmd = [sys.executable, "-c", "from memrl.cli import main; main()", "train", *args]
+    scripted = (
+        "from memrl.rl.trainer import Trainer\n"
+        "real = Trainer._validate\n"
+        "acc = {1: 0.2, 2: 0.6, 3: 0.6}\n"
+        "Trainer._validate = lambda self, step: {**real(self, step), 'val/greedy_acc': acc[step]}\n"
+        "from memrl.cli import main\n"
+        "main()\n"
+    )
+    cmd = [sys.executable, "-c", scripted, "train", *args]
     subprocess.run(cmd, env=env, check=True, capture_output=True, timeout=600)
     rows = [json.loads(line) for line in (run / "train" / "metrics.jsonl").read_text().splitlines()]
-    accs = [r["val/greedy_acc"] for r in rows]
-    best_step = 1 + accs.index(max(accs))
-    # lr 3e-3 overshoots after the first step (seeded: 0.25, 0.1, 0.1), so the best is not the last step
-    assert best_step < 3
+    assert [r["val/greedy_acc"] for r in rows] == [0.2, 0.6, 0.6]
+    best_step = 2
     summary = json.loads((run / "train" / "summary.json").read_text())
-    assert summary["final_checkpoint"] == {
-        "step": best_step,
-        "selected_by": "val/greedy_acc",
-        "value": max(accs),
-    }
+    assert summary["final_checkpoint"] == {"step": 2, "selected_by": "val/greedy_acc", "value": 0.6}
+    # max_ckpt_to_keep=1 keeps the last checkpoint and the protected best one; step 1 is pruned
+    assert not (run / "train" / "global_step_1").exists() and (run / "train" / "global_step_3").is_dir()
     results = json.loads(next((run / "eval").glob("results_final_*.json")).read_text())
     assert results["model"].endswith(f"global_step_{best_step}")
     assert (run / "train" / f"global_step_{best_step}" / "trainer_state.json").is_file()
