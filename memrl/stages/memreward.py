@@ -24,7 +24,7 @@ from typing import Any
 from omegaconf import DictConfig
 
 from memrl.errors import UserError
-from memrl.run_dir import RunDir
+from memrl.run_dir import RunDir, config_record, reusable
 
 log = logging.getLogger(__name__)
 
@@ -63,14 +63,14 @@ def run_rollout(cfg: DictConfig, run_dir: RunDir, policy: tuple[Any, Any, Any] |
     """
     import time
 
-    from memrl.memreward.memory import DONE, ExperienceMemory
+    from memrl.memreward.memory import DONE
     from memrl.memreward.warmup import build_memory, plan_memory
     from memrl.stages.train import load_training_data
 
     if cfg.reward.memreward.get("warmup_from"):
-        reuse_warmup(str(cfg.reward.memreward.warmup_from), run_dir)
+        reuse_warmup(str(cfg.reward.memreward.warmup_from), run_dir, cfg)
     folder = memory_dir(run_dir)
-    if ExperienceMemory.exists(folder):
+    if reusable(run_dir, cfg, "memory"):  # refused when built with another config (docs/run-directory.md)
         log.info("experience memory exists: %s (skipped)", folder)
         return json.loads((folder / DONE).read_text())
     mr = cfg.reward.memreward
@@ -127,6 +127,7 @@ def run_rollout(cfg: DictConfig, run_dir: RunDir, policy: tuple[Any, Any, Any] |
             "max_new_tokens": params.max_new_tokens,
         },
         "val_source": str(mr.val_source),
+        "built_with": config_record(cfg, "memory"),
         "labels": {
             "labelled_ids": sorted(p.id for p in plan.train + ([] if plan.val_labels_extra else plan.val)),
             "extra_validation_ids": sorted(p.id for p in plan.val) if plan.val_labels_extra else [],
@@ -239,7 +240,7 @@ def run_graph(cfg: DictConfig, run_dir: RunDir, encoder: Any = None) -> dict[str
     from memrl.utils.io import atomic_torch_save, atomic_write_json
 
     folder = graph_dir(run_dir)
-    if (folder / GRAPH_DONE).is_file():
+    if reusable(run_dir, cfg, "graph"):
         log.info("memory graph inputs exist: %s (skipped)", folder)
         return json.loads((folder / GRAPH_DONE).read_text())
     memory = ExperienceMemory.load(memory_dir(run_dir))
@@ -270,6 +271,7 @@ def run_graph(cfg: DictConfig, run_dir: RunDir, encoder: Any = None) -> dict[str
         "direction": str(mr.direction),
         "think_k": int(mr.think_k),
         "torch_threads": torch.get_num_threads(),
+        "built_with": config_record(cfg, "graph"),
     }
     atomic_write_json(folder / GRAPH_DONE, info)
     log.info(
@@ -367,7 +369,7 @@ def run_gnn(cfg: DictConfig, run_dir: RunDir) -> dict[str, Any]:
     from memrl.utils.io import atomic_torch_save, atomic_write_json
 
     folder = gnn_dir(run_dir)
-    if (folder / GNN_DONE).is_file():
+    if reusable(run_dir, cfg, "gnn"):
         log.info("reward GNN exists: %s (skipped)", folder)
         return json.loads((folder / GNN_DONE).read_text())
     inputs, labels = load_graph_inputs(run_dir)
@@ -427,6 +429,7 @@ def run_gnn(cfg: DictConfig, run_dir: RunDir) -> dict[str, Any]:
         "models": results,
         "note": "report = unlabelled training queries, ground truth read for these metrics only; "
         "val = the GNN's validation queries (early stopping and selection, so optimistic)",
+        "built_with": config_record(cfg, "gnn"),
     }
     atomic_write_json(folder / GNN_DONE, report)
     print_gnn_table(report)
@@ -480,9 +483,10 @@ def print_gnn_table(report: dict[str, Any]) -> None:
 WARMUP_PARTS = ("memory", "graph", "gnn")
 
 
-def reuse_warmup(source: str | Path, run_dir: RunDir) -> None:
+def reuse_warmup(source: str | Path, run_dir: RunDir, cfg: DictConfig) -> None:
     """Copy another run's finished warm-up (memory/, graph/, gnn/) into this run directory, where the
-    warm-up stages then find it done; parts this run already has are kept.
+    warm-up stages then find it done; parts this run already has are kept when they carry the source's config
+    records (else refused, or replaced with trainer.resume=disable).
 
     Raises:
         UserError: the source has no finished warm-up.
@@ -501,11 +505,12 @@ def reuse_warmup(source: str | Path, run_dir: RunDir) -> None:
         )
     for part in WARMUP_PARTS:
         target = Path(run_dir.root) / part
-        if not target.exists():
+        if not reusable(run_dir, cfg, part):
             # into a temporary name, then renamed: a copy killed half-way is never taken for a finished part
             tmp = target.with_name(f".{part}.tmp")
             shutil.rmtree(tmp, ignore_errors=True)
             shutil.copytree(src / part, tmp)
+            shutil.rmtree(target, ignore_errors=True)
             tmp.rename(target)
     log.info("warm-up reused from %s", src)
 

@@ -5,6 +5,7 @@ Runbook:
     memrl train algo=grpo trainer.total_steps=100   # GRPO preset (KL 0.001, seq-mean-token-mean, no filter)
     memrl train reward=partial reward.label_ratio=0.2   # R1-p: train only on the labelled 20%
     memrl train --resume outputs/train/<run>        # continue a killed run from its last checkpoint
+    memrl train --resume outputs/train/<run> trainer.total_steps=200   # continue a finished run for more steps
     memrl eval model.name_or_path=outputs/train/<run>   # evaluate the trained policy
 
 Writes `train/metrics.jsonl` (one object per step), `train/curves.png` (accuracy, reward, mixed groups,
@@ -16,6 +17,7 @@ length, entropy / KL, update size against step), `train/global_step_N/` checkpoi
 from __future__ import annotations
 
 import copy
+import json
 import logging
 import time
 from pathlib import Path
@@ -24,7 +26,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from memrl.errors import UserError
-from memrl.run_dir import RunDir
+from memrl.run_dir import RunDir, check_steps
 
 log = logging.getLogger(__name__)
 
@@ -205,8 +207,6 @@ def label_accounting(
 def finished_summary(run_dir: RunDir, total_steps: int) -> dict[str, Any] | None:
     """The run's train/summary.json when it ended after `total_steps` steps or more, and its last checkpoint
     (train/latest) is still that step's (else None: a checkpoint rolled back by hand resumes from there)."""
-    import json
-
     from memrl.rl.checkpoint import latest_checkpoint
 
     train = Path(run_dir.root) / "train"
@@ -344,6 +344,8 @@ def run(cfg: DictConfig, run_dir: RunDir) -> dict[str, Any]:
             validate=validate if val_problems else None,
             log_fn=tracker.log,
         )
+        # refuses a run asked to stop before the step this directory has trained to (docs/run-directory.md)
+        check_steps(run_dir, trainer.s.total_steps)
         finished = finished_summary(run_dir, trainer.s.total_steps) if settings.resume == "auto" else None
         if finished is not None:
             # a sweep run again skips its finished jobs (make reproduce is resumable)
@@ -353,6 +355,9 @@ def run(cfg: DictConfig, run_dir: RunDir) -> dict[str, Any]:
             tracker.finish()
             return finished
         resumed = (Path(run_dir.root) / "train" / "latest").exists() and settings.resume == "auto"
+        # a finished run continued for more steps keeps its initial evaluation
+        earlier = Path(run_dir.root) / "train" / "summary.json"
+        carried = json.loads(earlier.read_text()).get("initial") if resumed and earlier.is_file() else None
         initial = None
         if eval_sets and not resumed and cfg.trainer.initial_eval:
             log.info("evaluating the initial policy on %s", ", ".join(eval_sets))
@@ -413,7 +418,7 @@ def run(cfg: DictConfig, run_dir: RunDir) -> dict[str, Any]:
         "steps": trainer.step,
         "train_seconds": round(train_seconds, 1),
         "labels": label_accounting(float(cfg.reward.label_ratio), len(labelled), ground_truth.reads, val_ids, warmup),
-        "initial": None if initial is None else initial["overall"],
+        "initial": carried if initial is None else initial["overall"],
         "final": None if final is None else final["overall"],
         "last_step": history[-1] if history else None,
         "final_checkpoint": final_checkpoint,
