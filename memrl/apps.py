@@ -22,6 +22,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
+from memrl import run_dir as reuse
 from memrl.config.schema import register_configs
 from memrl.data.loaders import default_data_dir
 from memrl.errors import UserError
@@ -62,19 +63,27 @@ def run_stage(cfg: DictConfig, stage: str, fn: Callable[[DictConfig, RunDir], An
     multirun = hc.mode == RunMode.MULTIRUN
     # paths.output_dir is Hydra's run directory (${hydra:runtime.output_dir}): each job of a sweep has its own
     run_dir = RunDir(Path(cfg.paths.output_dir))
-    run_dir.init_manifest(
-        seed=int(cfg.get("seed", 0)),
-        command=original_command(),
-        overrides=list(hc.overrides.task),
-        mode="multirun" if multirun else "run",
-    )
-    run_dir.write_resolved_config(cfg)
-    run_dir.set_stage(stage, "running")
-    log.info("run directory: %s", run_dir.root)
+    saved = reuse.snapshot(run_dir)
     try:
+        # a run directory never mixes two configurations (docs/run-directory.md)
+        reuse.check_reuse(run_dir, cfg, stage)
+        run_dir.init_manifest(
+            seed=int(cfg.get("seed", 0)),
+            command=original_command(),
+            overrides=list(hc.overrides.task),
+            mode="multirun" if multirun else "run",
+        )
+        run_dir.write_resolved_config(cfg)
+        reuse.accept_hydra_files(run_dir)
+        run_dir.set_stage(stage, "running")
+        log.info("run directory: %s", run_dir.root)
         result = fn(cfg, run_dir)
     except UserError as e:
-        run_dir.set_stage(stage, "failed", error=str(e))
+        if isinstance(e, reuse.ConfigMismatch):
+            # refused: the directory is left as it was (its manifest, and the overrides its results are listed under)
+            reuse.restore(run_dir, saved)
+        else:
+            run_dir.set_stage(stage, "failed", error=str(e))
         log.error("%s", e)
         print(f"error: {e}", file=sys.stderr)
         if multirun:

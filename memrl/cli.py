@@ -29,6 +29,12 @@ HYDRA_CONTEXT = {"allow_extra_args": True, "ignore_unknown_options": True}
 
 OVERRIDES_HELP = "Hydra overrides, e.g. data=gsm8k eval.limit=20 (see conf/)."
 
+FORCE_HELP = (
+    "Start over (trainer.resume=disable): what the run directory holds from another config is removed and rebuilt, "
+    "with everything built from it; `memrl train` also always removes train/ and eval/. Without it, a run "
+    "directory built with another config is refused, naming the differing keys (docs/run-directory.md)."
+)
+
 
 def _forward_to_hydra(app_name: str, overrides: list[str], multirun: bool) -> None:
     """Hand the command line to a `@hydra.main` app, as if it had been called directly."""
@@ -63,8 +69,10 @@ def train(
         "--resume",
         metavar="RUN_DIR",
         help="Continue a run from its last checkpoint, in its own directory, with the overrides it was started with "
-        "(extra overrides are added after them).",
+        "(extra overrides are added after them; one that changes results is refused, except trainer.total_steps: "
+        "more steps continue a finished run).",
     ),
+    force: bool = typer.Option(False, "--force", help=FORCE_HELP),
 ) -> None:
     """RL fine-tuning with GRPO / DAPO: rollouts, rewards, policy updates, validation, checkpoints.
 
@@ -72,11 +80,20 @@ def train(
     `memrl train algo=grpo`, `memrl train reward=partial reward.label_ratio=0.2`,
     `memrl train --resume outputs/train/<run>`, `memrl train -m trainer.lr=1e-4,3e-4`.
     Writes train/metrics.jsonl, train/global_step_N/ checkpoints (train/latest) and eval/ results.
+    In an existing run directory (--resume, hydra.run.dir, a sweep's fixed folder) the run continues only when
+    it was built with the same result-changing config; a finished run reports "nothing to do".
     """
     overrides = list(ctx.args)
     if resume:
         overrides = _existing_run_overrides(resume, "--resume", multirun) + overrides
-    _forward_to_hydra("train", overrides, multirun)
+    _forward_to_hydra("train", _forced(overrides, force), multirun)
+
+
+def _forced(overrides: list[str], force: bool) -> list[str]:
+    """--force: trainer.resume=disable in place of any trainer.resume (first: Hydra's options may follow)."""
+    if not force:
+        return overrides
+    return ["trainer.resume=disable", *(o for o in overrides if not o.startswith("trainer.resume="))]
 
 
 def _existing_run_overrides(run_dir: str, option: str, multirun: bool) -> list[str]:
@@ -100,17 +117,20 @@ def _resume_overrides(run_dir: str) -> list[str]:
     return [*previous, f"hydra.run.dir={root}", "trainer.resume=auto"]
 
 
-RUN_HELP = "Work in an existing run directory (its overrides are reused; finished stages are skipped)."
+RUN_HELP = (
+    "Work in an existing run directory (its overrides are reused; finished stages built with the same config "
+    "are skipped, those built with another are refused)."
+)
 
 
-def _warmup_command(name: str, ctx: typer.Context, multirun: bool, run: str | None) -> None:
+def _warmup_command(name: str, ctx: typer.Context, multirun: bool, run: str | None, force: bool) -> None:
     """Forward a MemReward warm-up command: a new run directory under outputs/memreward/, or --run's."""
     overrides = list(ctx.args)
     if run:
         overrides = _existing_run_overrides(run, "--run", multirun) + overrides
     else:
         overrides = ["task_name=memreward", "reward=memreward", *overrides]
-    _forward_to_hydra(name, overrides, multirun)
+    _forward_to_hydra(name, _forced(overrides, force), multirun)
 
 
 @app.command(context_settings=HYDRA_CONTEXT)
@@ -118,6 +138,7 @@ def rollout(
     ctx: typer.Context,
     multirun: bool = typer.Option(False, "-m", "--multirun", help="Run a Hydra sweep over comma-separated values."),
     run: str = typer.Option(None, "--run", metavar="RUN_DIR", help=RUN_HELP),
+    force: bool = typer.Option(False, "--force", help=FORCE_HELP),
 ) -> None:
     """MemReward warm-up 1/3: the initial policy's rollouts on the labelled, validation and report queries.
 
@@ -125,7 +146,7 @@ def rollout(
     `memrl rollout reward.label_ratio=0.1 reward.memreward.warmup.n=4`.
     Writes memory/queries.jsonl, memory/rollouts.jsonl (graded) and memory/done.json.
     """
-    _warmup_command("rollout", ctx, multirun, run)
+    _warmup_command("rollout", ctx, multirun, run, force)
 
 
 @app.command(context_settings=HYDRA_CONTEXT)
@@ -133,13 +154,14 @@ def graph(
     ctx: typer.Context,
     multirun: bool = typer.Option(False, "-m", "--multirun", help="Run a Hydra sweep over comma-separated values."),
     run: str = typer.Option(None, "--run", metavar="RUN_DIR", help=RUN_HELP),
+    force: bool = typer.Option(False, "--force", help=FORCE_HELP),
 ) -> None:
     """MemReward warm-up 2/3: MiniLM embeddings and answer features of the memory (rolls out first if needed).
 
     Example: `memrl graph --run outputs/memreward/<run>`. Writes graph/inputs_*.pt, graph/labels.pt and
     graph/done.json (node and edge counts of the training graph).
     """
-    _warmup_command("graph", ctx, multirun, run)
+    _warmup_command("graph", ctx, multirun, run, force)
 
 
 @app.command(context_settings=HYDRA_CONTEXT)
@@ -147,6 +169,7 @@ def gnn(
     ctx: typer.Context,
     multirun: bool = typer.Option(False, "-m", "--multirun", help="Run a Hydra sweep over comma-separated values."),
     run: str = typer.Option(None, "--run", metavar="RUN_DIR", help=RUN_HELP),
+    force: bool = typer.Option(False, "--force", help=FORCE_HELP),
 ) -> None:
     """MemReward warm-up 3/3: train the reward GNN and its baselines; print their reward-prediction quality.
 
@@ -154,7 +177,7 @@ def gnn(
     Writes gnn/gnn.pt (and mlp.pt, homogeneous.pt, no_think.pt) and gnn/report.json. Then
     `memrl train --resume outputs/memreward/<run>` trains with the GNN's rewards.
     """
-    _warmup_command("gnn", ctx, multirun, run)
+    _warmup_command("gnn", ctx, multirun, run, force)
 
 
 @app.command()

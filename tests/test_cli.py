@@ -150,6 +150,7 @@ def test_misspelt_key_exits_nonzero_without_traceback(tmp_path):
         (["data=gsm8k"], "no training set"),
         (["algo.loss_agg_mode=mean"], "valid: token-mean"),
         (["--resume", "nowhere"], "not a memrl run directory"),
+        (["trainer.resume=never"], "trainer.resume=never; valid: auto"),
     ],
 )
 def test_train_user_errors_are_one_line(tmp_path, args, message):
@@ -163,3 +164,14 @@ def test_one_run_options_refuse_multirun(tmp_path, args):
     out = memrl(*args, cwd=tmp_path)
     assert out.returncode == 2
     assert "cannot be combined with -m/--multirun" in out.stderr
+
+
+@pytest.mark.parametrize("cmd", ["train", "gnn"])
+def test_force_starts_over_with_resume_disable(tmp_path, cmd):
+    """--force is trainer.resume=disable (docs/run-directory.md), and --help says what it does."""
+    out = memrl(cmd, "--force", "--cfg", "job", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert "resume: disable" in out.stdout
+    assert "resume: disable" not in memrl(cmd, "--cfg", "job", cwd=tmp_path).stdout
+    help_text = " ".join(memrl(cmd, "--help", cwd=tmp_path).stdout.split())
+    assert "--force" in help_text and "trainer.resume=disable" in help_text

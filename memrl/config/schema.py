@@ -521,7 +521,10 @@ class TrainerConfig:
     greedy accuracy, MemReward's checkpoint selection; needs test_freq > 0 and data.val_set; its checkpoint is kept
     whatever max_ckpt_to_keep says)"""
     resume: str = "auto"
-    """auto: continue from this run directory's train/latest when there is one; disable: start fresh"""
+    """auto: continue from this run directory's train/latest when there is one, and reuse its MemReward warm-up;
+    refused when they were built with another result-changing config (more total_steps continue a finished run;
+    docs/run-directory.md lists what is compared). disable (`--force`): start over: train/ and eval/ are removed,
+    and warm-up parts built with another config are rebuilt"""
     final_eval: bool = True
     """evaluate the final policy on data.eval_sets (greedy + pass@k) and write eval/ like `memrl eval`"""
     initial_eval: bool = True

@@ -60,6 +60,9 @@ def save_checkpoint(
     train_dir = Path(train_dir)
     train_dir.mkdir(parents=True, exist_ok=True)
     final = train_dir / f"{PREFIX}{step}"
+    # half-written folders of a writer that was killed: one process writes checkpoints, so none is in use
+    for stale in train_dir.glob(f".{PREFIX}*.tmp-*"):
+        shutil.rmtree(stale, ignore_errors=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{PREFIX}{step}.tmp-", dir=train_dir))
     try:
         model.save_pretrained(tmp / "policy", safe_serialization=True)

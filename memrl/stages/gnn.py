@@ -18,7 +18,7 @@ from memrl.memreward.artifacts import GNN_DONE, fit_settings, gnn_dir, load_grap
 from memrl.memreward.graph import MemoryGraph
 from memrl.memreward.metrics import binary_metrics, print_report_table
 from memrl.memreward.training import FitResult, FitSettings, fit, predict_proba, supervised_graph
-from memrl.run_dir import RunDir
+from memrl.run_dir import RunDir, config_record, reusable
 from memrl.utils.io import atomic_torch_save, atomic_write_json
 from memrl.utils.progress import progress_bar
 
@@ -33,7 +33,7 @@ def run_gnn(cfg: DictConfig, run_dir: RunDir) -> dict[str, Any]:
     their predictions are the ones training would give them.
     """
     folder = gnn_dir(run_dir)
-    if (folder / GNN_DONE).is_file():
+    if reusable(run_dir, cfg, "gnn"):
         log.info("reward GNN exists: %s (skipped)", folder)
         return json.loads((folder / GNN_DONE).read_text())
     inputs, labels = load_graph_inputs(run_dir)
@@ -93,6 +93,7 @@ def run_gnn(cfg: DictConfig, run_dir: RunDir) -> dict[str, Any]:
         "models": results,
         "note": "report = unlabelled training queries, ground truth read for these metrics only; "
         "val = the GNN's validation queries (early stopping and selection, so optimistic)",
+        "built_with": config_record(cfg, "gnn"),
     }
     atomic_write_json(folder / GNN_DONE, report)
     print_report_table(report)

@@ -18,7 +18,7 @@ from memrl.memreward.artifacts import GRAPH_DONE, ROLE_FILES, build_encoder, gra
 from memrl.memreward.embed import build_inputs, group_labels, memory_groups
 from memrl.memreward.graph import MemoryGraph
 from memrl.memreward.memory import ExperienceMemory
-from memrl.run_dir import RunDir
+from memrl.run_dir import RunDir, config_record, reusable
 from memrl.utils.io import atomic_torch_save, atomic_write_json
 
 log = logging.getLogger(__name__)
@@ -29,7 +29,7 @@ def run_graph(cfg: DictConfig, run_dir: RunDir, encoder: Any = None) -> dict[str
     tensors of the validation and report rollouts (kept apart from the inputs: only metrics read them)."""
 
     folder = graph_dir(run_dir)
-    if (folder / GRAPH_DONE).is_file():
+    if reusable(run_dir, cfg, "graph"):
         log.info("memory graph inputs exist: %s (skipped)", folder)
         return json.loads((folder / GRAPH_DONE).read_text())
     memory = ExperienceMemory.load(memory_dir(run_dir))
@@ -60,6 +60,7 @@ def run_graph(cfg: DictConfig, run_dir: RunDir, encoder: Any = None) -> dict[str
         "direction": str(mr.direction),
         "think_k": int(mr.think_k),
         "torch_threads": torch.get_num_threads(),
+        "built_with": config_record(cfg, "graph"),
     }
     atomic_write_json(folder / GRAPH_DONE, info)
     log.info(

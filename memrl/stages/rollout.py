@@ -24,11 +24,11 @@ from memrl.errors import UserError
 from memrl.grading.build import build_grader
 from memrl.memreward.artifacts import GNN_DONE, GRAPH_DONE, WARMUP_PARTS, memory_dir
 from memrl.memreward.fill import build_memory, plan_memory
-from memrl.memreward.memory import DONE, ExperienceMemory
+from memrl.memreward.memory import DONE
 from memrl.policy.load import load_policy
 from memrl.rollout.build import build_engine
 from memrl.rollout.records import SamplingParams
-from memrl.run_dir import RunDir
+from memrl.run_dir import RunDir, config_record, reusable
 from memrl.stages.common import load_training_data, prompt_builder
 from memrl.utils.progress import progress_bar
 
@@ -44,9 +44,9 @@ def run_rollout(cfg: DictConfig, run_dir: RunDir, policy: tuple[Any, Any, Any] |
             built from the config.
     """
     if cfg.reward.memreward.get("warmup_from"):
-        reuse_warmup(str(cfg.reward.memreward.warmup_from), run_dir)
+        reuse_warmup(str(cfg.reward.memreward.warmup_from), run_dir, cfg)
     folder = memory_dir(run_dir)
-    if ExperienceMemory.exists(folder):
+    if reusable(run_dir, cfg, "memory"):  # refused when built with another config (docs/run-directory.md)
         log.info("experience memory exists: %s (skipped)", folder)
         return json.loads((folder / DONE).read_text())
     mr = cfg.reward.memreward
@@ -101,6 +101,7 @@ def run_rollout(cfg: DictConfig, run_dir: RunDir, policy: tuple[Any, Any, Any] |
             "max_new_tokens": params.max_new_tokens,
         },
         "val_source": str(mr.val_source),
+        "built_with": config_record(cfg, "memory"),
         "labels": {
             "labelled_ids": sorted(p.id for p in plan.train + ([] if plan.val_labels_extra else plan.val)),
             "extra_validation_ids": sorted(p.id for p in plan.val) if plan.val_labels_extra else [],
@@ -146,9 +147,10 @@ def _policy_or(cfg: DictConfig, given: tuple[Any, Any, Any] | None) -> Iterator[
         yield build_engine(cfg.rollout, model, tokenizer), prompt_fn, grader
 
 
-def reuse_warmup(source: str | Path, run_dir: RunDir) -> None:
+def reuse_warmup(source: str | Path, run_dir: RunDir, cfg: DictConfig) -> None:
     """Copy another run's finished warm-up (memory/, graph/, gnn/) into this run directory, where the
-    warm-up stages then find it done; parts this run already has are kept.
+    warm-up stages then find it done; parts this run already has are kept when they carry the source's config
+    records (else refused, or replaced with trainer.resume=disable).
 
     Raises:
         UserError: the source has no finished warm-up.
@@ -163,10 +165,11 @@ def reuse_warmup(source: str | Path, run_dir: RunDir) -> None:
         )
     for part in WARMUP_PARTS:
         target = Path(run_dir.root) / part
-        if not target.exists():
+        if not reusable(run_dir, cfg, part):
             # into a temporary name, then renamed: a copy killed half-way is never taken for a finished part
             tmp = target.with_name(f".{part}.tmp")
             shutil.rmtree(tmp, ignore_errors=True)
             shutil.copytree(src / part, tmp)
+            shutil.rmtree(target, ignore_errors=True)
             tmp.rename(target)
     log.info("warm-up reused from %s", src)

@@ -5,6 +5,7 @@ Runbook:
     memrl train algo=grpo trainer.total_steps=100   # GRPO preset (KL 0.001, seq-mean-token-mean, no filter)
     memrl train reward=partial reward.label_ratio=0.2   # R1-p: train only on the labelled 20%
     memrl train --resume outputs/train/<run>        # continue a killed run from its last checkpoint
+    memrl train --resume outputs/train/<run> trainer.total_steps=200   # continue a finished run for more steps
     memrl eval model.name_or_path=outputs/train/<run>   # evaluate the trained policy
 
 Writes `train/metrics.jsonl` (one object per step), `train/curves.png` (accuracy, reward, mixed groups,
@@ -36,7 +37,7 @@ from memrl.rl.plots import plot_training_curves
 from memrl.rl.scoring import resolve_compute_dtype
 from memrl.rl.trainer import BEST_VAL_KEY, Trainer, kl_coef
 from memrl.rollout.build import build_engine
-from memrl.run_dir import RunDir
+from memrl.run_dir import RunDir, check_steps
 from memrl.stages.common import label_ratio, load_training_data, prompt_builder, seed_everything
 from memrl.stages.evaluate import evaluate_model
 from memrl.tracking import build_tracker
@@ -210,6 +211,8 @@ def run(cfg: DictConfig, run_dir: RunDir) -> dict[str, Any]:
             log_fn=tracker.log,
         )
         resume = str(cfg.trainer.resume) == "auto"
+        # refuses a run asked to stop before the step this directory has trained to (docs/run-directory.md)
+        check_steps(run_dir, trainer.total_steps)
         finished = finished_summary(run_dir, trainer.total_steps) if resume else None
         if finished is not None:
             # a sweep run again skips its finished jobs (make reproduce is resumable)
@@ -219,6 +222,9 @@ def run(cfg: DictConfig, run_dir: RunDir) -> dict[str, Any]:
             tracker.finish()
             return finished
         resumed = (Path(run_dir.root) / "train" / "latest").exists() and resume
+        # a finished run continued for more steps keeps its initial evaluation
+        earlier = Path(run_dir.root) / "train" / "summary.json"
+        carried = json.loads(earlier.read_text()).get("initial") if resumed and earlier.is_file() else None
         # run: the initial evaluation, training, the final evaluation
         initial = None
         if eval_sets and not resumed and cfg.trainer.initial_eval:
@@ -277,14 +283,8 @@ def run(cfg: DictConfig, run_dir: RunDir) -> dict[str, Any]:
     summary = {
         "steps": trainer.step,
         "train_seconds": round(train_seconds, 1),
-        "labels": label_accounting(
-            float(cfg.reward.label_ratio),
-            len(labelled),
-            ground_truth.reads,
-            val_ids,
-            warmup,
-        ),
-        "initial": None if initial is None else initial["overall"],
+        "labels": label_accounting(float(cfg.reward.label_ratio), len(labelled), ground_truth.reads, val_ids, warmup),
+        "initial": carried if initial is None else initial["overall"],
         "final": None if final is None else final["overall"],
         "last_step": history[-1] if history else None,
         "final_checkpoint": final_checkpoint,

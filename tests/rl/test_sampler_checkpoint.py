@@ -28,11 +28,13 @@ def test_checkpoint_round_trip_and_pruning(policy, tmp_path):
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
     model(input_ids=torch.tensor([[1, 2, 3]])).logits.sum().backward()
     opt.step()
+    killed = tmp_path / ".global_step_2.tmp-abc"  # what a writer killed mid-save leaves behind
+    (killed / "policy").mkdir(parents=True)
     for step in (1, 2, 3):
         ckpt.save_checkpoint(tmp_path, step, model, tok, opt, sched, {"x": step}, {"comp": {"n": step}}, keep=2)
     assert ckpt.list_checkpoints(tmp_path) == [2, 3]
     assert (tmp_path / "latest").read_text().strip() == "global_step_3"
-    assert not list(tmp_path.glob(".global_step_*"))  # no temporary folder left behind
+    assert not list(tmp_path.glob(".global_step_*"))  # no temporary folder left behind, nor the killed one
     saved = {k: v.clone() for k, v in model.state_dict().items()}
     r = torch.rand(3)
     with torch.no_grad():

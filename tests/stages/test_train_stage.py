@@ -153,3 +153,60 @@ def test_final_evaluation_tests_the_best_validation_checkpoint(tiny_model_dir, t
     results = json.loads(next((run / "eval").glob("results_final_*.json")).read_text())
     assert results["model"].endswith(f"global_step_{best_step}")
     assert (run / "train" / f"global_step_{best_step}" / "trainer_state.json").is_file()
+
+
+def test_a_run_directory_is_reused_only_by_the_config_that_built_it(tiny_model_dir, tmp_path):
+    """memrl train in an existing run directory: another result-changing key is refused, naming it, and the
+    directory is left as it was; more steps continue the finished run; fewer are refused; --force starts over."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    import yaml
+
+    run = tmp_path / "run"
+    args = [
+        "trainer.train_batch_size=2",
+        "trainer.gen_batch_size=2",
+        "trainer.ppo_mini_batch_size=2",
+        "trainer.test_freq=0",
+        "trainer.final_eval=false",
+        "trainer.progress=false",
+        "algo.filter_groups.enable=false",
+        "rollout.n=2",
+        "rollout.max_new_tokens=8",
+        "grading.num_workers=0",
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline"}
+
+    def train(*extra: str) -> subprocess.CompletedProcess:
+        cmd = [sys.executable, "-c", "from memrl.cli import main; main()", "train", *args, *extra]
+        return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+
+    def steps() -> list[int]:
+        return [json.loads(line)["step"] for line in (run / "train" / "metrics.jsonl").read_text().splitlines()]
+
+    assert train("trainer.total_steps=1", f"hydra.run.dir={run}").returncode == 0
+    overrides = (run / ".hydra" / "overrides.yaml").read_text()
+    manifest = (run / "manifest.json").read_text()
+
+    refused = train("trainer.total_steps=1", "trainer.lr=3e-3", f"hydra.run.dir={run}")
+    assert refused.returncode == 2
+    assert "trainer.lr: 0.0001 -> 0.003" in refused.stderr and "--force" in refused.stderr
+    # the results stay listed under the overrides that produced them
+    assert (run / ".hydra" / "overrides.yaml").read_text() == overrides
+    assert (run / "manifest.json").read_text() == manifest
+    assert steps() == [1]
+
+    # an excluded key (the step count): the finished run continues from its checkpoint
+    assert train("--resume", str(run), "trainer.total_steps=2", "trainer.save_freq=1").returncode == 0
+    assert steps() == [1, 2]
+    assert "trainer.total_steps=2" in yaml.safe_load((run / ".hydra" / "overrides.yaml").read_text())
+    fewer = train("--resume", str(run), "trainer.total_steps=1")
+    assert fewer.returncode == 2 and "trained 2 steps" in fewer.stderr
+
+    assert train("--resume", str(run), "trainer.total_steps=1", "trainer.lr=3e-3", "--force").returncode == 0
+    assert steps() == [1]
+    record = json.loads((run / "train" / "built_with.json").read_text())
+    assert record["config"]["trainer.lr"] == 0.003

@@ -172,3 +172,72 @@ def test_a_run_reuses_another_runs_warmup(warm_run, compose_eval, tmp_path):
     with pytest.raises(UserError, match="no finished warm-up there"):
         bad = compose_eval("reward=memreward", *ARGS, f"reward.memreward.warmup_from={tmp_path}", config_name="train")
         online_reward(bad, RunDir(tmp_path / "x"))
+
+
+def test_warmup_built_with_another_config_is_refused_naming_the_key(warm_run):
+    """`memrl gnn --run` with another GNN setting: refused with the key and both values; nothing is rebuilt and
+    the directory keeps the overrides its warm-up was built with."""
+    run, _ = warm_run
+    report = (run / "gnn" / "report.json").read_bytes()
+    overrides = (run / ".hydra" / "overrides.yaml").read_text()
+    env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", WANDB_MODE="offline")
+    cmd = [sys.executable, "-c", "from memrl.cli import main; main()", "gnn", "--run", str(run)]
+    out = subprocess.run([*cmd, "reward.memreward.gnn.hidden=8"], env=env, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 2
+    assert "gnn/ was built with another config" in out.stderr
+    assert "reward.memreward.gnn.hidden: 16 -> 8" in out.stderr and "--force" in out.stderr
+    assert (run / "gnn" / "report.json").read_bytes() == report
+    assert (run / ".hydra" / "overrides.yaml").read_text() == overrides
+
+
+def test_warmup_stage_with_force_rebuilds_only_what_changed(warm_run, compose_eval, tmp_path):
+    """trainer.resume=disable (--force) with another GNN setting: gnn/ is rebuilt with it and records it; the
+    memory and graph, built with the same keys, are kept."""
+    import shutil
+
+    from memrl.run_dir import RunDir, read_record
+    from memrl.stages.gnn import run_gnn
+    from memrl.stages.graph import run_graph
+    from memrl.stages.rollout import run_rollout
+
+    run, _ = warm_run
+    copy = tmp_path / "copy"
+    shutil.copytree(run, copy)
+    kept = {p: (copy / p / "done.json").read_bytes() for p in ("memory", "graph")}
+    cfg = compose_eval(
+        "reward=memreward", *ARGS, "reward.memreward.gnn.hidden=8", "trainer.resume=disable", config_name="train"
+    )
+    run_rollout(cfg, RunDir(copy), policy=None)  # the memory exists: no rollout
+    run_graph(cfg, RunDir(copy))
+    report = run_gnn(cfg, RunDir(copy))
+    assert report["built_with"]["config"]["reward.memreward.gnn.hidden"] == 8
+    assert read_record(copy, "gnn")["config"]["reward.memreward.gnn.hidden"] == 8
+    assert torch_spec(copy / "gnn" / "gnn.pt")["hidden"] == 8
+    assert {p: (copy / p / "done.json").read_bytes() for p in ("memory", "graph")} == kept
+
+
+def torch_spec(path: Path) -> dict:
+    import torch
+
+    return torch.load(path, map_location="cpu", weights_only=True)["spec"]
+
+
+def test_warmup_from_into_a_directory_with_another_warmup_is_refused(warm_run, compose_eval, tmp_path):
+    """reward.memreward.warmup_from checks the parts this directory already has against the source's records
+    before copying: a memory built with other settings is not silently mixed with the source's GNN."""
+    import json
+
+    from memrl.run_dir import ConfigMismatch, RunDir
+    from memrl.stages.rollout import run_rollout
+
+    run, _ = warm_run
+    dest = tmp_path / "dest"
+    (dest / "memory").mkdir(parents=True)
+    done = json.loads((run / "memory" / "done.json").read_text())
+    done["built_with"]["config"]["reward.memreward.warmup.n"] = 2
+    done["built_with"]["hash"] = "0" * 64
+    (dest / "memory" / "done.json").write_text(json.dumps(done))
+    cfg = compose_eval("reward=memreward", *ARGS, f"reward.memreward.warmup_from={run}", config_name="train")
+    with pytest.raises(ConfigMismatch, match=r"warmup_from=.*warmup\.n: 2 -> 4"):
+        run_rollout(cfg, RunDir(dest), policy=None)
+    assert not (dest / "gnn").exists()
