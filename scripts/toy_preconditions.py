@@ -8,6 +8,9 @@ current data settings instead of printing the build's measurement.
     PYTHONPATH=. OMP_NUM_THREADS=1 python scripts/toy_preconditions.py --task meds_strategies --layers 8
     PYTHONPATH=. OMP_NUM_THREADS=1 python scripts/toy_preconditions.py --task rule_tags
     PYTHONPATH=. OMP_NUM_THREADS=1 python scripts/toy_preconditions.py --task rule_tags --wrong-plurality-tags 0.5
+
+On a loaded machine pin the build to one core (`taskset -c 0`): the build uses as many threads as the
+process may use cores, and two threads that wait for each other waste most of a shared CPU.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ def main(argv: list[str] | None = None) -> int:
         help="rule_tags: data.synthetic.wrong_plurality_tags (0.5: the control)",
     )
     ap.add_argument("--levels", type=int, nargs="+", default=None, help="meds_strategies: data.synthetic.levels")
+    ap.add_argument("--sft-steps", type=int, default=None, help="warm-start steps of the build (default 960)")
     ap.add_argument("--remeasure", type=int, default=0, help="sample again on this many training prompts")
     ap.add_argument("--cache-dir", type=Path, default=None)
     args = ap.parse_args(argv)
@@ -47,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     from memrl.policy.tiny import BUILD_INFO
     from memrl.policy.tiny_toys import ensure_toy_model
 
-    path = ensure_toy_model(cfg, args.layers, args.cache_dir, progress=sys.stderr.isatty())
+    path = ensure_toy_model(cfg, args.layers, args.cache_dir, sys.stderr.isatty(), args.sft_steps)
     info = json.loads((path / BUILD_INFO).read_text())
     out = {
         "model": str(path),
@@ -57,6 +61,7 @@ def main(argv: list[str] | None = None) -> int:
         "build_seconds": info["build_seconds"],
         "timing_s": info["timing_s"],
         "threads": info["threads"],
+        "sft_steps": info["sft"]["steps"],
         "sft_loss_last50_mean": info["sft"]["loss_last50_mean"],
     }
     if args.remeasure:
@@ -66,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
         from memrl.data.toys import load_split
         from memrl.policy.tiny_toys import measure_toy, toy_build_settings
 
-        settings = toy_build_settings(args.task, args.layers)
+        settings = toy_build_settings(args.task, args.layers, args.sft_steps)
         model = AutoModelForCausalLM.from_pretrained(path).eval()
         tokenizer = AutoTokenizer.from_pretrained(path)
         tokenizer.padding_side = "left"

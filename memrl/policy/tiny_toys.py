@@ -57,9 +57,14 @@ def task_settings(synthetic_cfg: Any) -> dict[str, Any]:
     return out
 
 
-def toy_build_settings(task: str, layers: int | None = None) -> tiny.TinySettings:
-    """The embedded default's build settings with the task's generation length and `layers` layers."""
+def toy_build_settings(task: str, layers: int | None = None, sft_steps: int | None = None) -> tiny.TinySettings:
+    """The embedded default's build settings with the task's generation length, `layers` layers and
+    `sft_steps` warm-start steps (None: the default's)."""
     settings = tiny.TinySettings()
+    if sft_steps is not None:
+        if sft_steps <= settings.warmup_steps:
+            raise UserError(f"the warm start needs more than {settings.warmup_steps} steps, got sft_steps={sft_steps}")
+        settings = dataclasses.replace(settings, sft_steps=int(sft_steps))
     if layers is not None:
         if layers < 1:
             raise UserError(f"the tiny model needs at least one layer, got layers={layers}")
@@ -67,26 +72,29 @@ def toy_build_settings(task: str, layers: int | None = None) -> tiny.TinySetting
     return dataclasses.replace(settings, max_new_tokens=_MAX_NEW_TOKENS[task])
 
 
-def _is_default(synthetic_cfg: Any, layers: int | None) -> bool:
+def _is_default(synthetic_cfg: Any, layers: int | None, sft_steps: int | None = None) -> bool:
     from memrl.config.schema import SyntheticConfig
 
     default = SyntheticConfig()
     return (
         synthetic_cfg.task == "arithmetic"
+        and sft_steps in (None, tiny.TinySettings().sft_steps)
         and layers in (None, tiny.TinySettings().num_hidden_layers)
         and task_settings(synthetic_cfg) == task_settings(default) | {"seed": synthetic_cfg.seed}
         and synthetic_cfg.seed == tiny.TinySettings().data_seed
     )
 
 
-def toy_model_dir(synthetic_cfg: Any, layers: int | None = None, cache_dir: Path | None = None) -> Path:
+def toy_model_dir(
+    synthetic_cfg: Any, layers: int | None = None, cache_dir: Path | None = None, sft_steps: int | None = None
+) -> Path:
     """Where the task's tiny model lives (or will live) in the cache; builds nothing."""
-    if _is_default(synthetic_cfg, layers):
+    if _is_default(synthetic_cfg, layers, sft_steps):
         return tiny.tiny_model_dir(cache_dir)
     from memrl.data import synthetic, toys
 
     ts = task_settings(synthetic_cfg)
-    settings = toy_build_settings(ts["task"], layers)
+    settings = toy_build_settings(ts["task"], layers, sft_steps)
     h = hashlib.sha256(repr(settings).encode())
     h.update(json.dumps(ts, sort_keys=True).encode())
     for module in (synthetic, toys, tiny):
@@ -97,13 +105,17 @@ def toy_model_dir(synthetic_cfg: Any, layers: int | None = None, cache_dir: Path
 
 
 def ensure_toy_model(
-    synthetic_cfg: Any, layers: int | None = None, cache_dir: Path | None = None, progress: bool = True
+    synthetic_cfg: Any,
+    layers: int | None = None,
+    cache_dir: Path | None = None,
+    progress: bool = True,
+    sft_steps: int | None = None,
 ) -> Path:
     """The directory of the task's tiny model, built first if it is not in the cache (file lock, atomic)."""
-    if _is_default(synthetic_cfg, layers):
+    if _is_default(synthetic_cfg, layers, sft_steps):
         return tiny.ensure_tiny_model(cache_dir, progress=progress)
     cache_dir = Path(cache_dir) if cache_dir is not None else tiny.default_cache_dir()
-    target = toy_model_dir(synthetic_cfg, layers, cache_dir)
+    target = toy_model_dir(synthetic_cfg, layers, cache_dir, sft_steps)
     if tiny._is_built(target):
         return target
     prefix = f".{target.name}"
@@ -118,7 +130,7 @@ def ensure_toy_model(
         try:
             if progress:
                 print(f"Building the tiny {synthetic_cfg.task} model in {target} (once)", file=sys.stderr)
-            build_toy_model(tmp, synthetic_cfg, layers, progress=progress)
+            build_toy_model(tmp, synthetic_cfg, layers, progress=progress, sft_steps=sft_steps)
             os.replace(tmp, target)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -126,7 +138,9 @@ def ensure_toy_model(
     return target
 
 
-def build_toy_model(out_dir: Path, synthetic_cfg: Any, layers: int | None = None, progress: bool = True) -> dict:
+def build_toy_model(
+    out_dir: Path, synthetic_cfg: Any, layers: int | None = None, progress: bool = True, sft_steps: int | None = None
+) -> dict:
     """Build the task's tiny model into `out_dir` (tokenizer, warm start, preconditions); returns the info."""
     import torch
 
@@ -134,7 +148,7 @@ def build_toy_model(out_dir: Path, synthetic_cfg: Any, layers: int | None = None
     from memrl.data.toys import load_split, sft_examples
 
     ts = task_settings(synthetic_cfg)
-    settings = toy_build_settings(ts["task"], layers)
+    settings = toy_build_settings(ts["task"], layers, sft_steps)
     if ts["task"] == "arithmetic":
         return tiny.build_tiny_model(out_dir, dataclasses.replace(settings, data_seed=synthetic_cfg.seed), progress)
     t0 = time.time()
