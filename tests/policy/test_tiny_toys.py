@@ -54,6 +54,12 @@ def test_build_settings():
     s = TT.toy_build_settings("meds_strategies", 8)
     assert s.num_hidden_layers == 8 and s.max_new_tokens == 96
     assert dataclasses.replace(s, num_hidden_layers=4, max_new_tokens=64) == tiny.TinySettings()
+    assert TT.toy_build_settings("rule_tags", None, 320).sft_steps == 320
+    rule = SyntheticConfig(task="rule_tags")
+    assert TT.toy_model_dir(rule, None, None, 320) != TT.toy_model_dir(rule)
+    assert TT.toy_model_dir(SyntheticConfig(), None, None, 960) == tiny.tiny_model_dir()
+    with pytest.raises(UserError, match="more than 50 steps"):
+        TT.toy_build_settings("rule_tags", None, 50)
     with pytest.raises(UserError, match="at least one layer"):
         TT.toy_build_settings("rule_tags", 0)
     with pytest.raises(UserError, match="valid tasks"):
@@ -63,7 +69,7 @@ def test_build_settings():
 def test_ensure_builds_once_and_atomically(monkeypatch, tmp_path):
     calls = []
 
-    def fake(out_dir, synthetic_cfg, layers=None, progress=True):
+    def fake(out_dir, synthetic_cfg, layers=None, progress=True, sft_steps=None):
         calls.append((Path(out_dir).name, synthetic_cfg.task, layers))
         (Path(out_dir) / "config.json").write_text("{}")
         (Path(out_dir) / tiny.BUILD_INFO).write_text(json.dumps({"fake": True}))
@@ -78,7 +84,7 @@ def test_ensure_builds_once_and_atomically(monkeypatch, tmp_path):
     assert len(calls) == 1 and calls[0][0].startswith(f".{target.name}.tmp-") and calls[0][1:] == ("meds_strategies", 8)
     assert sorted(p.name for p in tmp_path.iterdir() if p.is_dir()) == [target.name]
 
-    def broken(out_dir, synthetic_cfg, layers=None, progress=True):
+    def broken(out_dir, synthetic_cfg, layers=None, progress=True, sft_steps=None):
         (Path(out_dir) / "config.json").write_text("{}")
         raise KeyboardInterrupt
 
