@@ -42,6 +42,7 @@ and `load_split` is deterministic given the seed.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import random
 import re
@@ -355,16 +356,10 @@ def _draw_meds(cfg: Any, rng: random.Random, family: str, split: str) -> tuple[s
 
 
 def _meds_problem(split: str, i: int, question: str, operands: list, ops: list, family: str, level: int) -> Problem:
-    from memrl.data.synthetic import evaluate
+    from memrl.data.synthetic import _problem
 
-    return Problem(
-        id=f"meds_strategies-{split}-{i:05d}",
-        question=question,
-        answer=str(evaluate(question)),
-        domain="math",
-        source="synthetic",
-        metadata={"task": "meds_strategies", "family": family, "level": level, "operands": operands, "ops": ops},
-    )
+    p = _problem(split, i, question, operands, ops, family, level)
+    return dataclasses.replace(p, id=f"meds_strategies-{split}-{i:05d}", metadata={"task": "meds_strategies", **p.metadata})
 
 
 def load_meds_strategies(split: str, cfg: Any) -> list[Problem]:
