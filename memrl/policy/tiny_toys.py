@@ -257,7 +257,7 @@ def measure_toy(model: Any, tokenizer: Any, synthetic_cfg: Any, problems: Sequen
         "examples": [groups[i][:3] for i in range(min(3, len(groups)))],
     }
     if synthetic_cfg.task == "meds_strategies":
-        from memrl.data.toys import DOMINANT, STRATEGIES
+        from memrl.data.toys import DOMINANT, RIGHT_STRATEGY, STRATEGIES
 
         doms = [DOMINANT[p.metadata["family"]] for p in problems]
         out["named_vs_answer_agreement"] = _mean(
@@ -266,6 +266,13 @@ def measure_toy(model: Any, tokenizer: Any, synthetic_cfg: Any, problems: Sequen
         out["strategy_share"] = {
             s: _mean([lab == s for row in labels for lab in row]) for s in STRATEGIES
         }
+        named = [[named_strategy(t) for t in g] for g in groups]
+        # the strategy a rollout chooses (its opener) apart from how well it then computes (its answer)
+        out["named_strategy_share"] = {s: _mean([n == s for row in named for n in row]) for s in STRATEGIES}
+        out["dominant_named_share"] = _mean([n == d for row, d in zip(named, doms) for n in row])
+        out["careful_named_accuracy"] = _mean(
+            [c for row, okr in zip(named, ok) for n, c in zip(row, okr) if n == RIGHT_STRATEGY]
+        )
         out["dominant_wrong_share"] = _mean([lab == d for row, d in zip(labels, doms) for lab in row])
         out["dominant_share_of_wrong"] = _mean(
             [lab == d for row, okr, d in zip(labels, ok, doms) for lab, c in zip(row, okr) if not c]

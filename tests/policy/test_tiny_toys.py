@@ -116,6 +116,8 @@ def test_meds_preconditions_from_known_completions(monkeypatch):
     assert m["strategy_share"] == {"careful": 0.0625, "guess": 0.1875, "skip": 0.7188, "slip": 0.0}
     assert m["unlabelled_share"] == pytest.approx(1 / 32, abs=1e-4) and m["named_vs_answer_agreement"] == 1.0
     assert m["per_family"]["sub"]["dominant"] == "skip"
+    assert m["named_strategy_share"]["skip"] == pytest.approx(23 / 32, abs=1e-4) and m["careful_named_accuracy"] == 1.0
+    assert m["dominant_named_share"] == pytest.approx(23 / 32, abs=1e-4)
 
 
 def test_rule_tags_preconditions_from_known_completions(monkeypatch):
