@@ -570,7 +570,7 @@ def _load_hub(spec: Any, name: str, domain: str, limit: int | None) -> list[Prob
 
 
 def _load_synthetic(spec: Any, synthetic: Any) -> list[Problem]:
-    from memrl.data.synthetic import load_split
+    from memrl.data.toys import load_split
 
     if synthetic is None:
         from memrl.config.schema import SyntheticConfig
