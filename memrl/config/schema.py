@@ -105,7 +105,7 @@ class DatasetSpec:
 
 @dataclass
 class SyntheticConfig:
-    """The seeded arithmetic task of the embedded default."""
+    """The seeded synthetic tasks: the arithmetic task of the embedded default, and the toys (docs/toys.md)."""
 
     seed: int = 1234
     """seeds which problem lands in which split and its numbers"""
@@ -119,6 +119,16 @@ class SyntheticConfig:
     """problem families (see memrl.data.synthetic.FAMILIES)"""
     levels: list[int] = field(default_factory=lambda: [1, 2, 3])
     """difficulty levels (more operands and larger numbers)"""
+    task: str = "arithmetic"
+    """which task (docs/toys.md): arithmetic (the default above), rule_tags (MemReward: arbitrary tags each hiding
+    one rule; conf/data/rule_tags.yaml) or meds_strategies (MEDS: one dominant wrong strategy per family;
+    conf/data/meds_strategies.yaml)"""
+    n_tags: int = 300
+    """rule_tags: how many tags (each hides one of memrl.data.toys.RULES)"""
+    rule_right_share: float = 0.4
+    """rule_tags: the hidden rule's share in the warm-start data (three distractor rules share the rest)"""
+    wrong_plurality_tags: float = 0.0
+    """rule_tags control: fraction of tags on which a wrong rule is the warm start's plurality (0.5: the control)"""
 
 
 @dataclass

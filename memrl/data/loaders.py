@@ -32,7 +32,7 @@ from omegaconf.errors import MissingMandatoryValue
 from memrl.config.schema import DatasetSpec, SyntheticConfig
 from memrl.data.problem import DOMAINS, Problem
 from memrl.data.registry import BUNDLED, BundledBenchmark, default_data_dir, prepare_hint
-from memrl.data.synthetic import load_split
+from memrl.data.toys import load_split
 from memrl.errors import DataError, UserError
 
 __all__ = [

@@ -1,0 +1,333 @@
+"""Tiny models for the toy tasks (`data.synthetic.task`, docs/toys.md), built on first use and cached.
+
+`ensure_toy_model(synthetic_cfg, layers)` is `memrl.policy.tiny.ensure_tiny_model` for any task: the
+arithmetic task with the default 4 layers is exactly the embedded default (same folder, same cache key);
+every other (task, task settings, layers) gets its own folder
+`<cache>/tiny-qwen2-v1-<task>-<layers>l-<hash>`, whose hash covers the build settings, the task's settings
+(seed, tags, shares, families, levels: the warm start depends on all of them) and the source of the task
+and build code, so changing any of them builds a new model instead of reusing a stale one.
+
+The build is the embedded default's (`memrl.policy.tiny`: byte-level BPE tokenizer trained on the
+warm-start corpus, a Qwen2 of hidden 128, supervised warm start of `sft_steps` x `batch_size` examples),
+with the task's warm-start data (`memrl.data.toys.sft_examples`) and `layers` decoder layers (MEDS's
+feature has one value per layer pair, so `layers=8` gives it four values instead of two). Its measurement
+is the task's preconditions on training prompts (`measure_toy`), written to build_info.json with the
+build time.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import random
+import shutil
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from memrl.errors import UserError
+from memrl.policy import tiny
+
+# settings of the task that decide its warm start (and so the model)
+_TASK_FIELDS = {
+    "arithmetic": ("seed", "families", "levels"),
+    "rule_tags": ("seed", "n_tags", "rule_right_share", "wrong_plurality_tags"),
+    "meds_strategies": ("seed", "families", "levels"),
+}
+# completions of meds_strategies run longer than the arithmetic task's (openers and step wordings)
+_MAX_NEW_TOKENS = {"arithmetic": 64, "rule_tags": 24, "meds_strategies": 96}
+
+
+def task_settings(synthetic_cfg: Any) -> dict[str, Any]:
+    """The settings of `synthetic_cfg` that decide the task's warm start (what the cache key covers)."""
+    from memrl.data.toys import check_task
+
+    task = check_task(synthetic_cfg.task)
+    out: dict[str, Any] = {"task": task}
+    for name in _TASK_FIELDS[task]:
+        value = getattr(synthetic_cfg, name)
+        # lists (also omegaconf ListConfig) as plain lists, so the key does not depend on the container
+        out[name] = value if isinstance(value, (str, int, float)) else [v for v in value]
+    return out
+
+
+def toy_build_settings(task: str, layers: int | None = None, sft_steps: int | None = None) -> tiny.TinySettings:
+    """The embedded default's build settings with the task's generation length, `layers` layers and
+    `sft_steps` warm-start steps (None: the default's)."""
+    settings = tiny.TinySettings()
+    if sft_steps is not None:
+        if sft_steps <= settings.warmup_steps:
+            raise UserError(f"the warm start needs more than {settings.warmup_steps} steps, got sft_steps={sft_steps}")
+        settings = dataclasses.replace(settings, sft_steps=int(sft_steps))
+    if layers is not None:
+        if layers < 1:
+            raise UserError(f"the tiny model needs at least one layer, got layers={layers}")
+        settings = dataclasses.replace(settings, num_hidden_layers=int(layers))
+    return dataclasses.replace(settings, max_new_tokens=_MAX_NEW_TOKENS[task])
+
+
+def _is_default(synthetic_cfg: Any, layers: int | None, sft_steps: int | None = None) -> bool:
+    from memrl.config.schema import SyntheticConfig
+
+    default = SyntheticConfig()
+    return (
+        synthetic_cfg.task == "arithmetic"
+        and sft_steps in (None, tiny.TinySettings().sft_steps)
+        and layers in (None, tiny.TinySettings().num_hidden_layers)
+        and task_settings(synthetic_cfg) == task_settings(default) | {"seed": synthetic_cfg.seed}
+        and synthetic_cfg.seed == tiny.TinySettings().data_seed
+    )
+
+
+def toy_model_dir(
+    synthetic_cfg: Any, layers: int | None = None, cache_dir: Path | None = None, sft_steps: int | None = None
+) -> Path:
+    """Where the task's tiny model lives (or will live) in the cache; builds nothing."""
+    if _is_default(synthetic_cfg, layers, sft_steps):
+        return tiny.tiny_model_dir(cache_dir)
+    from memrl.data import synthetic, toys
+
+    ts = task_settings(synthetic_cfg)
+    settings = toy_build_settings(ts["task"], layers, sft_steps)
+    h = hashlib.sha256(repr(settings).encode())
+    h.update(json.dumps(ts, sort_keys=True).encode())
+    for module in (synthetic, toys, tiny):
+        h.update(Path(module.__file__).read_bytes())
+    h.update(Path(__file__).read_bytes())
+    cache_dir = Path(cache_dir) if cache_dir is not None else tiny.default_cache_dir()
+    return cache_dir / f"{tiny.TINY_NAME}-{ts['task']}-{settings.num_hidden_layers}l-{h.hexdigest()[:10]}"
+
+
+def ensure_toy_model(
+    synthetic_cfg: Any,
+    layers: int | None = None,
+    cache_dir: Path | None = None,
+    progress: bool = True,
+    sft_steps: int | None = None,
+) -> Path:
+    """The directory of the task's tiny model, built first if it is not in the cache (file lock, atomic)."""
+    if _is_default(synthetic_cfg, layers, sft_steps):
+        return tiny.ensure_tiny_model(cache_dir, progress=progress)
+    cache_dir = Path(cache_dir) if cache_dir is not None else tiny.default_cache_dir()
+    target = toy_model_dir(synthetic_cfg, layers, cache_dir, sft_steps)
+    if tiny._is_built(target):
+        return target
+    prefix = f".{target.name}"
+    with tiny._file_lock(cache_dir / f"{prefix}.lock"):
+        if tiny._is_built(target):
+            return target
+        for stale in cache_dir.glob(f"{prefix}.tmp-*"):
+            shutil.rmtree(stale, ignore_errors=True)
+        if target.exists():
+            shutil.rmtree(target)
+        tmp = Path(tempfile.mkdtemp(prefix=f"{prefix}.tmp-", dir=cache_dir))
+        try:
+            if progress:
+                print(f"Building the tiny {synthetic_cfg.task} model in {target} (once)", file=sys.stderr)
+            build_toy_model(tmp, synthetic_cfg, layers, progress=progress, sft_steps=sft_steps)
+            os.replace(tmp, target)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+    return target
+
+
+def build_toy_model(
+    out_dir: Path, synthetic_cfg: Any, layers: int | None = None, progress: bool = True, sft_steps: int | None = None
+) -> dict:
+    """Build the task's tiny model into `out_dir` (tokenizer, warm start, preconditions); returns the info."""
+    import torch
+
+    from memrl.data.templates import INSTRUCTIONS
+    from memrl.data.toys import load_split, sft_examples
+
+    ts = task_settings(synthetic_cfg)
+    settings = toy_build_settings(ts["task"], layers, sft_steps)
+    if ts["task"] == "arithmetic":
+        return tiny.build_tiny_model(out_dir, dataclasses.replace(settings, data_seed=synthetic_cfg.seed), progress)
+    t0 = time.time()
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    threads_before = torch.get_num_threads()
+    threads = tiny._threads()
+    torch.set_num_threads(threads)
+    try:
+        rng = random.Random(settings.seed)
+        examples = sft_examples(synthetic_cfg, rng, settings.sft_steps * settings.batch_size)
+        corpus = [p + c for p, c in examples[:20000]] + list(INSTRUCTIONS.values())
+        tokenizer = tiny.train_tokenizer(corpus, settings.vocab_size)
+        t_tok = time.time()
+        torch.manual_seed(settings.seed)
+        model = tiny._new_model(tokenizer, settings)
+        with tiny._Progress(progress) as bar:
+            sft = tiny._sft(model, tokenizer, examples, settings, bar)
+        t_sft = time.time()
+        model.eval()
+        problems = load_split("train", synthetic_cfg)[: _MEASURE_PROMPTS[ts["task"]]]
+        torch.manual_seed(settings.seed)
+        metrics = measure_toy(model, tokenizer, synthetic_cfg, problems, settings)
+        t_eval = time.time()
+        model.save_pretrained(out_dir)
+        tokenizer.save_pretrained(out_dir)
+        completion_tokens = [len(ids) for ids in tokenizer([c for _, c in examples[:2000]])["input_ids"]]
+        info = {
+            "name": out_dir.name,
+            "task": ts,
+            "built_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "build_seconds": round(time.time() - t0, 1),
+            "timing_s": {
+                "data_and_tokenizer": round(t_tok - t0, 1),
+                "sft": round(t_sft - t_tok, 1),
+                "measure": round(t_eval - t_sft, 1),
+            },
+            "threads": threads,
+            "versions": tiny._versions(),
+            "settings": dataclasses.asdict(settings),
+            "tokenizer": {"vocab_size": len(tokenizer), "max_completion_tokens": max(completion_tokens)},
+            "model": {
+                "architecture": "Qwen2ForCausalLM",
+                "layers": settings.num_hidden_layers,
+                "parameters": sum(p.numel() for p in model.parameters()),
+            },
+            "sft": sft,
+            "preconditions": metrics,
+        }
+        (out_dir / tiny.BUILD_INFO).write_text(json.dumps(info, indent=2) + "\n")
+        return info
+    finally:
+        torch.set_num_threads(threads_before)
+
+
+# training prompts the build measures on (rule_tags: 3 per tag of the default 300 tags)
+_MEASURE_PROMPTS = {"rule_tags": 900, "meds_strategies": 400}
+
+
+# ---------------------------------------------------------------------------------------------------
+# preconditions
+
+
+def _mean(xs: Sequence[float]) -> float | None:
+    return round(sum(xs) / len(xs), 4) if xs else None
+
+
+def _quantiles(xs: Sequence[float]) -> dict[str, float] | None:
+    if not xs:
+        return None
+    s = sorted(xs)
+    return {f"p{q}": round(s[min(len(s) - 1, int(q / 100 * len(s)))], 4) for q in (10, 25, 50, 75, 90)}
+
+
+def measure_toy(model: Any, tokenizer: Any, synthetic_cfg: Any, problems: Sequence[Any], settings: Any) -> dict:
+    """Sample `settings.eval_samples` completions per problem at `settings.eval_temperature` and measure the
+    task's preconditions (docs/toys.md): behaviour shares, correctness, all-wrong groups, duplicates."""
+    from memrl.data.templates import format_prompt
+    from memrl.data.toys import behaviour_of, named_rule, named_strategy, rule_shares, tag_rules
+
+    prompts = [format_prompt(p, style="plain") for p in problems]
+    groups = tiny.generate_completions(
+        model,
+        tokenizer,
+        prompts,
+        n=settings.eval_samples,
+        temperature=settings.eval_temperature,
+        max_new_tokens=settings.max_new_tokens,
+        batch_size=256,
+    )
+    ok = [[tiny._is_correct(t, p.answer) for t in g] for g, p in zip(groups, problems)]
+    labels = [[behaviour_of(synthetic_cfg, p, t) for t in g] for g, p in zip(groups, problems)]
+    flat_ok = [c for row in ok for c in row]
+    out: dict[str, Any] = {
+        "split": "train",
+        "n_problems": len(problems),
+        "group_size": settings.eval_samples,
+        "temperature": settings.eval_temperature,
+        "sample_accuracy": _mean(flat_ok),
+        "all_wrong_group_fraction": _mean([not any(row) for row in ok]),
+        "all_right_group_fraction": _mean([all(row) for row in ok]),
+        "mixed_group_fraction": _mean([0 < sum(row) < len(row) for row in ok]),
+        "unlabelled_share": _mean([lab is None for row in labels for lab in row]),
+        # a rollout with an identical twin in its group (what clustering within a visit finds)
+        "duplicate_rollout_share": _mean([g.count(t) > 1 for g in groups for t in g]),
+        "examples": [groups[i][:3] for i in range(min(3, len(groups)))],
+    }
+    if synthetic_cfg.task == "meds_strategies":
+        from memrl.data.toys import DOMINANT, RIGHT_STRATEGY, STRATEGIES
+
+        doms = [DOMINANT[p.metadata["family"]] for p in problems]
+        out["named_vs_answer_agreement"] = _mean(
+            [named_strategy(t) == lab for g, row in zip(groups, labels) for t, lab in zip(g, row) if lab is not None]
+        )
+        out["strategy_share"] = {s: _mean([lab == s for row in labels for lab in row]) for s in STRATEGIES}
+        named = [[named_strategy(t) for t in g] for g in groups]
+        # the strategy a rollout chooses (its opener) apart from how well it then computes (its answer)
+        out["named_strategy_share"] = {s: _mean([n == s for row in named for n in row]) for s in STRATEGIES}
+        out["dominant_named_share"] = _mean([n == d for row, d in zip(named, doms) for n in row])
+        out["careful_named_accuracy"] = _mean(
+            [c for row, okr in zip(named, ok) for n, c in zip(row, okr) if n == RIGHT_STRATEGY]
+        )
+        out["dominant_wrong_share"] = _mean([lab == d for row, d in zip(labels, doms) for lab in row])
+        out["dominant_share_of_wrong"] = _mean(
+            [lab == d for row, okr, d in zip(labels, ok, doms) for lab, c in zip(row, okr) if not c]
+        )
+        # per group: the share of its most frequent wrong strategy among its wrong rollouts
+        out["per_family"] = {
+            fam: {
+                "dominant": DOMINANT[fam],
+                "dominant_share": _mean(
+                    [
+                        lab == DOMINANT[fam]
+                        for p, row in zip(problems, labels)
+                        if p.metadata["family"] == fam
+                        for lab in row
+                    ]
+                ),
+                "right_share": _mean([c for p, okr in zip(problems, ok) if p.metadata["family"] == fam for c in okr]),
+                "all_wrong_group_fraction": _mean(
+                    [not any(okr) for p, okr in zip(problems, ok) if p.metadata["family"] == fam]
+                ),
+            }
+            for fam in sorted({p.metadata["family"] for p in problems})
+        }
+    if synthetic_cfg.task == "rule_tags":
+        by_tag: dict[str, list[str | None]] = {}
+        for p, row in zip(problems, labels):
+            by_tag.setdefault(p.metadata["tag"], []).extend(row)
+        right, wrong, wrong_max, plural_right, plural_wrong = [], [], [], [], []
+        for tag, labs in by_tag.items():
+            rules = tag_rules(synthetic_cfg, tag)
+            shares = {r: labs.count(r) / len(labs) for r in rules}
+            right.append(shares[rules[0]])
+            wrong.extend(shares[r] for r in rules[1:])
+            wrong_max.append(max(shares[r] for r in rules[1:]))
+            intended = rule_shares(synthetic_cfg, tag)
+            (plural_wrong if max(intended, key=intended.get) != rules[0] else plural_right).append(
+                shares[rules[0]] > max(shares[r] for r in rules[1:])
+            )
+        named = [named_rule(t) == lab for g, row in zip(groups, labels) for t, lab in zip(g, row) if lab is not None]
+        # consensus: the majority answer of a group is right
+        majority = []
+        for g, p in zip(groups, problems):
+            answers = Counter(tiny._answer_int(t) for t in g if tiny._answer_int(t) is not None)
+            majority.append(bool(answers) and answers.most_common(1)[0][0] == int(p.answer))
+        out.update(
+            {
+                "tags": len(by_tag),
+                "samples_per_tag": _mean([len(v) for v in by_tag.values()]),
+                "right_rule_share": {"mean": _mean(right), **(_quantiles(right) or {})},
+                "wrong_rule_share": {"mean": _mean(wrong), **(_quantiles(wrong) or {})},
+                "max_wrong_rule_share": {"mean": _mean(wrong_max), **(_quantiles(wrong_max) or {})},
+                # among tags whose warm start makes the right rule the plurality: how often sampling agrees
+                "right_is_plurality": _mean(plural_right),
+                # control tags (a wrong rule the warm start's plurality): how often sampling still favours right
+                "right_is_plurality_on_control_tags": _mean(plural_wrong),
+                "named_vs_answer_agreement": _mean(named),
+                "majority_answer_correct": _mean(majority),
+            }
+        )
+    return out

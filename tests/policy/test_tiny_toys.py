@@ -1,0 +1,146 @@
+"""Tiny models of the toy tasks: one cache folder per (task, task settings, layers), the arithmetic default
+untouched, builds once and atomically, and the preconditions computed right from known completions.
+
+No test builds a model (a build takes minutes); the build itself runs in scripts/toy_preconditions.py.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import random
+from pathlib import Path
+
+import pytest
+
+from memrl.config.schema import SyntheticConfig
+from memrl.data import toys as T
+from memrl.errors import UserError
+from memrl.policy import tiny
+from memrl.policy import tiny_toys as TT
+
+
+def test_arithmetic_default_is_the_embedded_default(tmp_path):
+    assert TT.toy_model_dir(SyntheticConfig(), None, tmp_path) == tiny.tiny_model_dir(tmp_path)
+    assert TT.toy_model_dir(SyntheticConfig(), 4, tmp_path) == tiny.tiny_model_dir(tmp_path)
+    # anything else that changes the warm start gets its own folder
+    eight = TT.toy_model_dir(SyntheticConfig(), 8, tmp_path)
+    other_seed = TT.toy_model_dir(SyntheticConfig(seed=5), None, tmp_path)
+    assert len({tiny.tiny_model_dir(tmp_path), eight, other_seed}) == 3
+    assert eight.name.startswith(f"{tiny.TINY_NAME}-arithmetic-8l-")
+
+
+def test_cache_folder_covers_task_settings_and_layers(tmp_path):
+    base = SyntheticConfig(task="rule_tags")
+    folder = TT.toy_model_dir(base, None, tmp_path)
+    assert folder.name.startswith(f"{tiny.TINY_NAME}-rule_tags-4l-") and folder == TT.toy_model_dir(base, 4, tmp_path)
+    changed = [
+        dataclasses.replace(base, n_tags=100),
+        dataclasses.replace(base, seed=1),
+        dataclasses.replace(base, rule_right_share=0.35),
+        dataclasses.replace(base, wrong_plurality_tags=0.5),
+    ]
+    folders = {TT.toy_model_dir(c, None, tmp_path) for c in changed} | {folder, TT.toy_model_dir(base, 8, tmp_path)}
+    assert len(folders) == 6
+    # sizes of the splits do not change the warm start, so they share the model
+    assert TT.toy_model_dir(dataclasses.replace(base, train_size=900), None, tmp_path) == folder
+    meds = SyntheticConfig(task="meds_strategies")
+    assert TT.toy_model_dir(meds, 8, tmp_path).name.startswith(f"{tiny.TINY_NAME}-meds_strategies-8l-")
+    assert TT.toy_model_dir(meds, 8, tmp_path) != TT.toy_model_dir(
+        dataclasses.replace(meds, levels=[2, 3]), 8, tmp_path
+    )
+    assert TT.task_settings(meds) == {
+        "task": "meds_strategies",
+        "seed": 1234,
+        "families": ["add", "sub", "mul", "mix"],
+        "levels": [1, 2, 3],
+    }
+
+
+def test_build_settings():
+    s = TT.toy_build_settings("meds_strategies", 8)
+    assert s.num_hidden_layers == 8 and s.max_new_tokens == 96
+    assert dataclasses.replace(s, num_hidden_layers=4, max_new_tokens=64) == tiny.TinySettings()
+    assert TT.toy_build_settings("rule_tags", None, 320).sft_steps == 320
+    rule = SyntheticConfig(task="rule_tags")
+    assert TT.toy_model_dir(rule, None, None, 320) != TT.toy_model_dir(rule)
+    assert TT.toy_model_dir(SyntheticConfig(), None, None, 960) == tiny.tiny_model_dir()
+    with pytest.raises(UserError, match="more than 50 steps"):
+        TT.toy_build_settings("rule_tags", None, 50)
+    with pytest.raises(UserError, match="at least one layer"):
+        TT.toy_build_settings("rule_tags", 0)
+    with pytest.raises(UserError, match="valid tasks"):
+        TT.toy_model_dir(SyntheticConfig(task="nope"), None)
+
+
+def test_ensure_builds_once_and_atomically(monkeypatch, tmp_path):
+    calls = []
+
+    def fake(out_dir, synthetic_cfg, layers=None, progress=True, sft_steps=None):
+        calls.append((Path(out_dir).name, synthetic_cfg.task, layers))
+        (Path(out_dir) / "config.json").write_text("{}")
+        (Path(out_dir) / tiny.BUILD_INFO).write_text(json.dumps({"fake": True}))
+        return {}
+
+    monkeypatch.setattr(TT, "build_toy_model", fake)
+    cfg = SyntheticConfig(task="meds_strategies")
+    target = TT.toy_model_dir(cfg, 8, tmp_path)
+    (tmp_path / f".{target.name}.tmp-dead").mkdir()  # leftovers of a killed build are swept
+    assert TT.ensure_toy_model(cfg, 8, tmp_path, progress=False) == target
+    assert TT.ensure_toy_model(cfg, 8, tmp_path, progress=False) == target
+    assert len(calls) == 1 and calls[0][0].startswith(f".{target.name}.tmp-") and calls[0][1:] == ("meds_strategies", 8)
+    assert sorted(p.name for p in tmp_path.iterdir() if p.is_dir()) == [target.name]
+
+    def broken(out_dir, synthetic_cfg, layers=None, progress=True, sft_steps=None):
+        (Path(out_dir) / "config.json").write_text("{}")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(TT, "build_toy_model", broken)
+    with pytest.raises(KeyboardInterrupt):
+        TT.ensure_toy_model(SyntheticConfig(task="rule_tags"), None, tmp_path, progress=False)
+    assert sorted(p.name for p in tmp_path.iterdir() if p.is_dir()) == [target.name]
+
+
+def _fake_generation(monkeypatch, groups):
+    monkeypatch.setattr(tiny, "generate_completions", lambda model, tok, prompts, **kw: groups[: len(prompts)])
+
+
+def test_meds_preconditions_from_known_completions(monkeypatch):
+    cfg = SyntheticConfig(task="meds_strategies", families=["sub"], train_size=4)
+    problems = T.load_split("train", cfg)
+    rng = random.Random(0)
+    # group 0: 2 careful, 5 skip (dominant on sub), 1 unparseable; groups 1-3: 6 skip, 2 guess (all wrong)
+    groups = [[T.strategy_solution(problems[0], s, rng) for s in ["careful"] * 2 + ["skip"] * 5] + ["nothing"]]
+    for p in problems[1:]:
+        groups.append([T.strategy_solution(p, s, rng) for s in ["skip"] * 6 + ["guess"] * 2])
+    _fake_generation(monkeypatch, groups)
+    settings = TT.toy_build_settings("meds_strategies", 8)
+    m = TT.measure_toy(None, None, cfg, problems, settings)
+    assert m["sample_accuracy"] == pytest.approx(2 / 32, abs=1e-4)
+    assert m["all_wrong_group_fraction"] == 0.75 and m["mixed_group_fraction"] == 0.25
+    assert m["dominant_wrong_share"] == pytest.approx(23 / 32, abs=1e-4)
+    assert m["dominant_share_of_wrong"] == pytest.approx(23 / 30, abs=1e-4)
+    assert m["strategy_share"] == {"careful": 0.0625, "guess": 0.1875, "skip": 0.7188, "slip": 0.0}
+    assert m["unlabelled_share"] == pytest.approx(1 / 32, abs=1e-4) and m["named_vs_answer_agreement"] == 1.0
+    assert m["per_family"]["sub"]["dominant"] == "skip"
+    assert m["named_strategy_share"]["skip"] == pytest.approx(23 / 32, abs=1e-4) and m["careful_named_accuracy"] == 1.0
+    assert m["dominant_named_share"] == pytest.approx(23 / 32, abs=1e-4)
+
+
+def test_rule_tags_preconditions_from_known_completions(monkeypatch):
+    cfg = SyntheticConfig(task="rule_tags", n_tags=2, train_size=4)
+    problems = T.load_split("train", cfg)  # tags T0, T1, T0, T1
+    groups = []
+    for p in problems:
+        right, *wrong = T.tag_rules(cfg, p.metadata["tag"])
+        # T0: right 4 of 8, each wrong rule once, one unparseable; T1: right 2 of 8, first wrong rule 6
+        names = [right] * 4 + wrong + [None] if p.metadata["tag"] == "T0" else [right] * 2 + [wrong[0]] * 6
+        groups.append([T.rule_solution(p, r) if r else "Rule max:" for r in names])
+    _fake_generation(monkeypatch, groups)
+    m = TT.measure_toy(None, None, cfg, problems, TT.toy_build_settings("rule_tags"))
+    assert m["tags"] == 2 and m["samples_per_tag"] == 16
+    assert m["right_rule_share"]["mean"] == pytest.approx((0.5 + 0.25) / 2, abs=1e-4)
+    assert m["wrong_rule_share"]["mean"] == pytest.approx((3 / 8 + 6 / 8) / 6, abs=1e-4)
+    assert m["max_wrong_rule_share"]["mean"] == pytest.approx((1 / 8 + 6 / 8) / 2, abs=1e-4)
+    assert m["right_is_plurality"] == 0.5 and m["right_is_plurality_on_control_tags"] is None
+    assert m["majority_answer_correct"] == 0.5 and m["named_vs_answer_agreement"] == 1.0
