@@ -57,6 +57,13 @@ def prompts(policy_and_tok):
     return [format_prompt(p, tok) for p in load_split("test", SyntheticConfig())[:96]]
 
 
+def _first_token_probs(model, tok, prompt: str, temperature: float = 1.0) -> torch.Tensor:
+    """softmax(logits / T) of the transformers model for the token after `prompt`."""
+    ids = tok(prompt, add_special_tokens=False)["input_ids"]
+    with torch.no_grad():
+        return torch.softmax(model(torch.tensor([ids])).logits[0, -1].float() / temperature, -1)
+
+
 def _hf_logprobs(model, prompt_ids: list[int], ids: list[int]) -> list[float]:
     """log p(ids[k] | prompt, ids[:k]) under the transformers model."""
     x = torch.tensor([prompt_ids + ids])
@@ -87,7 +94,9 @@ def test_greedy_tokens_and_logprobs_agree_with_transformers(policy_and_tok, vllm
 
     model, tok = policy_and_tok
     hf = HFEngine(model, tok, batch_size=32)
-    rate, diff = _compare(hf.generate(prompts, GREEDY), vllm_engine.generate(prompts, GREEDY), model)
+    synthetic = vllm_engine.generate(prompts, GREEDY)
+    assert any(g[0].finish_reason == "stop" for g in synthetic)
+    rate, diff = _compare(hf.generate(prompts, GREEDY), synthetic, model)
     print(json.dumps({"synthetic_greedy_agreement": rate, "synthetic_max_logprob_diff": diff}))
     assert rate >= MIN_AGREEMENT and diff < LOGPROB_TOL
 
@@ -96,7 +105,8 @@ def test_greedy_tokens_and_logprobs_agree_with_transformers(policy_and_tok, vllm
     gsm = load_eval_sets(cfg.data.eval_sets, Path(cfg.paths.data_dir), cfg.data.synthetic, limit=32)["gsm8k"]
     gsm_prompts = [format_prompt(p, tok) for p in gsm]
     hv, vv = hf.generate(gsm_prompts, GREEDY), vllm_engine.generate(gsm_prompts, GREEDY)
-    assert any(g[0].finish_reason == "length" for g in vv) and any(g[0].finish_reason == "stop" for g in vv)
+    # long completions end at the length limit here; the synthetic prompts above end at the stop token
+    assert any(g[0].finish_reason == "length" for g in vv)
     rate, diff = _compare(hv, vv, model)
     print(json.dumps({"gsm8k_greedy_agreement": rate, "gsm8k_max_logprob_diff": diff}))
     assert rate >= MIN_AGREEMENT and diff < LOGPROB_TOL
@@ -148,16 +158,16 @@ def test_sampling_parameters_map_to_vllm(vllm_engine, prompts):
 
 
 @pytest.mark.parametrize("temperature", [1.0, 0.5])
-def test_first_token_distribution_follows_the_temperature(policy_and_tok, vllm_engine, temperature):
+def test_first_token_distribution_follows_the_temperature(policy_and_tok, vllm_engine, prompts, temperature):
     """Sampled first tokens follow softmax(logits / T) of the transformers model (total variation < 0.08)."""
     model, tok = policy_and_tok
-    prompt = "Question: what is 48 + 37?\nAnswer:"
+    # a prompt whose first token is not near-greedy under this build of the tiny model (the model's first
+    # token picks the solution form, so most synthetic prompts qualify); chosen from the model, not hard-coded
+    prompt = next(q for q in prompts if _first_token_probs(model, tok, q).max() < 0.75)
     n = 1024
     groups = vllm_engine.generate([prompt], SamplingParams(n=n, temperature=temperature, max_new_tokens=1, seed=5))
     counts = Counter(r.token_ids[0] for r in groups[0])
-    ids = tok(prompt, add_special_tokens=False)["input_ids"]
-    with torch.no_grad():
-        p = torch.softmax(model(torch.tensor([ids])).logits[0, -1].float() / temperature, -1)
+    p = _first_token_probs(model, tok, prompt, temperature)
     tv = 0.5 * sum(abs(counts.get(t, 0) / n - p[t].item()) for t in range(p.numel()))
     assert tv < 0.08, tv
     assert len(counts) >= 2  # the prompt was chosen so that sampling is not near-greedy
