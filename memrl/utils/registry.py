@@ -42,6 +42,9 @@ class Registry(Generic[T]):
         self._entries: dict[str, T] = {}
         # built-ins whose module is heavy are named as "module:attribute" and imported on first lookup
         self._lazy: dict[str, str] = {}
+        # names in the order they were registered: a lazy entry keeps its place once imported, so error
+        # messages and listings do not depend on which modules earlier code happened to import
+        self._order: list[str] = []
 
     def register(self, name: str) -> Callable[[T], T]:
         """Decorator: register the decorated object under `name` (a name is registered once)."""
@@ -50,6 +53,8 @@ class Registry(Generic[T]):
             if (name in self._entries and self._entries[name] != obj) or name in self._lazy:
                 raise ValueError(f"{self.kind} {name!r} is already registered")
             self._entries[name] = obj
+            if name not in self._order:
+                self._order.append(name)
             return obj
 
         return add
@@ -59,6 +64,7 @@ class Registry(Generic[T]):
         if name in self._entries or name in self._lazy:
             raise ValueError(f"{self.kind} {name!r} is already registered")
         self._lazy[name] = target
+        self._order.append(name)
 
     def get(self, name: str) -> T:
         """The entry registered as `name`; a `UserError` naming the config key and the registered names if none."""
@@ -75,7 +81,8 @@ class Registry(Generic[T]):
             ) from None
 
     def names(self) -> list[str]:
-        return [*self._entries, *self._lazy]
+        """Registered names, in the order they were registered."""
+        return [n for n in self._order if n in self]
 
     def __contains__(self, name: object) -> bool:
         return name in self._entries or name in self._lazy

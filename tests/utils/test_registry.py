@@ -31,6 +31,15 @@ def test_lookup_duplicates_and_lazy_entries():
         reg.get("c")
 
 
+def test_names_keep_registration_order_after_a_lazy_import():
+    reg: Registry = Registry("widget", "thing.widget")
+    reg.register_lazy("x", "math:sqrt")
+    reg.register("y")(len)
+    assert reg.names() == ["x", "y"]
+    reg.get("x")  # imports it: the listing must not depend on which entries were looked up before
+    assert reg.names() == ["x", "y"]
+
+
 def test_a_missing_plugin_module_is_a_user_error():
     with pytest.raises(UserError, match="plugins: cannot import 'no_such_memrl_plugin'"):
         import_plugins(["no_such_memrl_plugin"])
