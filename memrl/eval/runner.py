@@ -1,36 +1,119 @@
 """Evaluate a policy on problems: greedy accuracy, sampled pass@k and mean@n, per-sample records.
 
-Used by `memrl eval` and (later) by the trainer's periodic evaluation.
+Used by `memrl eval`, by `memrl train`'s periodic validation and final evaluation; `evaluate_problems` takes any
+list of problems (a shard of a benchmark evaluates alone).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from memrl.data.problem import Problem
 from memrl.data.templates import format_prompt
-from memrl.eval.passk import mean_at_n, mean_pass_at_k
+from memrl.errors import UserError
+from memrl.eval.passk import default_ks, mean_at_n, mean_pass_at_k, validate_ks
 from memrl.grading import GradeItem, Grader
 from memrl.rollout.records import Rollout, SamplingParams
 
+# the pass@k curve of the trainer's periodic validation: powers of two up to trainer.val_n (at most 64)
+VAL_KS = (1, 2, 4, 8, 16, 32, 64)
 
-@dataclass(frozen=True)
+# the settings one evaluation records, in the order results files list them
+FIELDS = (
+    "greedy",
+    "n",
+    "ks",
+    "temperature",
+    "top_p",
+    "max_new_tokens",
+    "stop",
+    "prompt_style",
+    "answer_format",
+    "system_prompt",
+    "seed",
+)
+
+
 class EvalSettings:
-    """What one evaluation does (built from the `eval`, `rollout`, `model` and `data` config groups)."""
+    """What one evaluation does: a read-only view of the run's config, not a copy of it.
 
-    greedy: bool = True
-    n: int = 8
-    ks: tuple[int, ...] = (1, 2, 4, 8)
-    temperature: float = 1.0
-    top_p: float = 1.0
-    max_new_tokens: int = 64
-    stop: tuple[str, ...] = ()
-    prompt_style: str = "plain"
-    answer_format: str = "boxed"
-    system_prompt: str | None = None
-    seed: int = 0
+    Each attribute reads its setting where the schema defines it (memrl/config/schema.py, with its help text):
+    `eval.greedy`, `eval.n`, `eval.ks`, `eval.temperature`, `eval.top_p`, `eval.max_new_tokens` (None:
+    `rollout.max_new_tokens`), `rollout.stop`, `data.answer_format`, `model.system_prompt` and `seed`. Only
+    what the config cannot hold is given here: the prompt style resolved against the tokenizer (`model.prompt_style`
+    auto -> chat or plain). The trainer's periodic validation (`validation=True`) is greedy plus `trainer.val_n`
+    samples with pass@k at the powers of two up to it (VAL_KS).
+
+    Args:
+        cfg: a typed `EvalAppConfig` / `TrainAppConfig` or the composed DictConfig of that schema.
+        prompt_style: "chat" or "plain" (memrl.data.templates.resolve_style).
+        validation: the trainer's periodic validation instead of `memrl eval` / the final evaluation.
+
+    Raises:
+        UserError: for `memrl eval` settings that ask for nothing (eval.greedy=false with eval.n=0), a negative
+            eval.n, or an eval.ks outside 1..eval.n.
+    """
+
+    def __init__(self, cfg: Any, prompt_style: str, *, validation: bool = False) -> None:
+        self._cfg = cfg
+        self._validation = validation
+        self.prompt_style = prompt_style
+        if not validation:
+            if self.n < 0:
+                raise UserError(f"eval.n must be >= 0, got {self.n}")
+            if not self.greedy and self.n == 0:
+                raise UserError("nothing to evaluate: eval.greedy=false and eval.n=0")
+            _ = self.ks  # an eval.ks outside 1..n fails here, before any generation
+
+    @property
+    def greedy(self) -> bool:
+        return True if self._validation else bool(self._cfg.eval.greedy)
+
+    @property
+    def n(self) -> int:
+        return int(self._cfg.trainer.val_n if self._validation else self._cfg.eval.n)
+
+    @property
+    def ks(self) -> tuple[int, ...]:
+        n = self.n
+        if self._validation:
+            return tuple(k for k in VAL_KS if k <= n)
+        ks = self._cfg.eval.ks
+        return tuple(validate_ks(ks, n) if (ks and n > 0) else default_ks(n))
+
+    @property
+    def temperature(self) -> float:
+        return float(self._cfg.eval.temperature)
+
+    @property
+    def top_p(self) -> float:
+        return float(self._cfg.eval.top_p)
+
+    @property
+    def max_new_tokens(self) -> int:
+        return int(self._cfg.eval.max_new_tokens or self._cfg.rollout.max_new_tokens)
+
+    @property
+    def stop(self) -> tuple[str, ...]:
+        return tuple(self._cfg.rollout.stop)
+
+    @property
+    def answer_format(self) -> str:
+        fmt = self._cfg.data.answer_format
+        return str(getattr(fmt, "value", fmt))
+
+    @property
+    def system_prompt(self) -> str | None:
+        return self._cfg.model.system_prompt
+
+    @property
+    def seed(self) -> int:
+        return int(self._cfg.seed)
+
+    def as_dict(self) -> dict[str, Any]:
+        """The settings as resolved for this evaluation (the `settings` of eval/results_<ts>.json)."""
+        return {name: getattr(self, name) for name in FIELDS}
 
 
 def evaluate_problems(

@@ -24,7 +24,6 @@ from rich.table import Table
 from memrl.data.loaders import load_eval_sets
 from memrl.data.templates import resolve_style
 from memrl.errors import UserError
-from memrl.eval.passk import default_ks, validate_ks
 from memrl.eval.plots import plot_pass_at_k
 from memrl.eval.runner import EvalSettings, evaluate_problems, weighted_average
 from memrl.grading.build import build_grader
@@ -37,28 +36,6 @@ from memrl.utils.io import atomic_write_json, atomic_write_jsonl
 from memrl.utils.progress import progress_bar
 
 log = logging.getLogger(__name__)
-
-
-def settings_from_config(cfg: DictConfig, prompt_style: str) -> EvalSettings:
-    n = int(cfg.eval.n)
-    if n < 0:
-        raise UserError(f"eval.n must be >= 0, got {n}")
-    if not cfg.eval.greedy and n == 0:
-        raise UserError("nothing to evaluate: eval.greedy=false and eval.n=0")
-    ks = validate_ks(cfg.eval.ks, n) if (cfg.eval.ks and n > 0) else default_ks(n)
-    return EvalSettings(
-        greedy=bool(cfg.eval.greedy),
-        n=n,
-        ks=tuple(ks),
-        temperature=float(cfg.eval.temperature),
-        top_p=float(cfg.eval.top_p),
-        max_new_tokens=int(cfg.eval.max_new_tokens or cfg.rollout.max_new_tokens),
-        stop=tuple(cfg.rollout.stop),
-        prompt_style=prompt_style,
-        answer_format=str(getattr(cfg.data.answer_format, "value", cfg.data.answer_format)),
-        system_prompt=cfg.model.system_prompt,
-        seed=int(cfg.seed),
-    )
 
 
 def run(cfg: DictConfig, run_dir: RunDir) -> dict[str, Any]:
@@ -91,7 +68,7 @@ def evaluate_model(
     """
     t0 = time.time()
     style = resolve_style(cfg.model.prompt_style, tokenizer)
-    settings = settings_from_config(cfg, style)
+    settings = EvalSettings(cfg, style)
     engine = engine if engine is not None else build_engine(cfg.rollout, model, tokenizer)
     ts = tag + time.strftime("%Y%m%d-%H%M%S")
     eval_dir = run_dir.path("eval")
@@ -115,7 +92,7 @@ def evaluate_model(
     results = {
         "model": model_path,
         "timestamp": ts,
-        "settings": settings.__dict__,
+        "settings": settings.as_dict(),
         "benchmarks": per_bench,
         "overall": weighted_average(per_bench),
         "seconds": round(time.time() - t0, 2),

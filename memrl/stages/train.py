@@ -149,7 +149,6 @@ def run(cfg: DictConfig, run_dir: RunDir) -> dict[str, Any]:
         log.info("reference model loaded for the KL term (coef %g, %s)", kl_coef(cfg.algo), cfg.algo.kl_loss_type)
 
     prompt_fn, style = prompt_builder(cfg, tokenizer)
-    answer_format = str(getattr(cfg.data.answer_format, "value", cfg.data.answer_format))
     engine = build_engine(cfg.rollout, model, tokenizer)
     config = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
     tracker = build_tracker(cfg.logger, str(run_dir.root), config, name=f"train-{Path(run_dir.root).name}")
@@ -172,19 +171,7 @@ def run(cfg: DictConfig, run_dir: RunDir) -> dict[str, Any]:
             return warmed
 
         pipeline = build_reward_pipeline(cfg, BuildContext(tokenizer, run_dir, warmup))
-        val_settings = EvalSettings(
-            greedy=True,
-            n=int(cfg.trainer.val_n),
-            ks=tuple(k for k in (1, 2, 4, 8, 16, 32, 64) if k <= int(cfg.trainer.val_n)),
-            temperature=float(cfg.eval.temperature),
-            top_p=float(cfg.eval.top_p),
-            max_new_tokens=int(cfg.eval.max_new_tokens or cfg.rollout.max_new_tokens),
-            stop=tuple(cfg.rollout.stop),
-            prompt_style=style,
-            answer_format=answer_format,
-            system_prompt=cfg.model.system_prompt,
-            seed=int(cfg.seed),
-        )
+        val_settings = EvalSettings(cfg, style, validation=True)
 
         def validate(step: int) -> dict[str, float]:
             metrics, _ = evaluate_problems(engine, tokenizer, val_problems, val_settings, grader)
