@@ -63,20 +63,9 @@ def build_encoder(cfg: Any) -> TextEncoder:
     return TextEncoder(mr.encoder_path, device=device, batch_size=int(mr.encoder_batch_size))
 
 
-def fit_settings(cfg: Any) -> FitSettings:
-    """The reward model's training settings from reward.memreward.gnn (and its threshold)."""
-    g = cfg.reward.memreward.gnn
-    return FitSettings(
-        lr=float(g.lr),
-        max_epochs=int(g.max_epochs),
-        eval_every=int(g.eval_every),
-        patience=int(g.patience),
-        min_epochs=int(g.min_epochs),
-        restarts=int(g.restarts),
-        select_by=str(g.select_by),
-        seed=int(g.seed),
-        threshold=float(cfg.reward.memreward.threshold),
-    )
+def fit_settings(cfg: Any, **overrides: Any) -> FitSettings:
+    """The reward model's training settings: a view of reward.memreward.gnn (and its threshold), with `overrides`."""
+    return FitSettings(cfg.reward.memreward, **overrides)
 
 
 def model_spec(cfg: Any, kind: str, inputs: GraphInputs) -> dict[str, Any]:

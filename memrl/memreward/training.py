@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -30,33 +31,75 @@ from memrl.memreward.metrics import binary_metrics
 SELECT_BY = ("fpr", "f1")
 
 
-@dataclass
-class FitSettings:
-    """Training settings; the defaults are the released pipeline's (restarts: 40 there).
+# what `fit` reads of the `reward.memreward` group: these of its `gnn` group, and its `threshold`
+GNN_FIELDS = ("lr", "max_epochs", "eval_every", "patience", "min_epochs", "restarts", "select_by", "seed")
+FIELDS = (*GNN_FIELDS, "threshold")
 
-    Attributes:
-        lr: Adam learning rate.
-        max_epochs: epochs per restart at most.
-        eval_every: epochs between validation checks (the last epoch is always checked).
-        patience: checks without a better validation F1 before stopping.
-        min_epochs: no early stop before this epoch. On an imbalanced task (few correct rollouts) the
-            validation F1 stays 0 for the first tens of epochs while the model still learns; the released
-            pipeline (0 here) would stop there with an all-negative predictor.
-        restarts: independent trainings; restart r is seeded with seed + r.
-        select_by: "fpr" (lowest validation FPR, ties by higher F1) or "f1" (highest F1, ties by lower FPR).
-        seed: torch seed of restart 0.
-        threshold: decision threshold of the validation metrics.
+
+class FitSettings:
+    """How `fit` trains: a read-only view of the `reward.memreward` config group, not a copy of it.
+
+    `lr`, `max_epochs`, `eval_every`, `patience`, `min_epochs`, `restarts`, `select_by` and `seed` read
+    `reward.memreward.gnn.<name>`; `threshold` (of the validation metrics) reads `reward.memreward.threshold`. Their
+    meaning and defaults: `GNNConfig` and `MemRewardConfig` in memrl/config/schema.py (the released pipeline's,
+    except `min_epochs`, 0 there, and `restarts`, 40 there).
+
+    Args:
+        memreward: the `reward.memreward` group (a typed `MemRewardConfig` or its DictConfig).
+        overrides: values that replace some of the above for one use (a refresh of the online reward model
+            fine-tunes for `refresh_epochs`, without an epoch floor, in one run).
+
+    Raises:
+        TypeError: an override that is none of `FIELDS`.
     """
 
-    lr: float = 1e-3
-    max_epochs: int = 150
-    eval_every: int = 5
-    patience: int = 4
-    min_epochs: int = 0
-    restarts: int = 1
-    select_by: str = "fpr"
-    seed: int = 42
-    threshold: float = 0.5
+    def __init__(self, memreward: Any, **overrides: Any) -> None:
+        unknown = sorted(set(overrides) - set(FIELDS))
+        if unknown:
+            raise TypeError(f"FitSettings: unknown settings {unknown}; valid: {', '.join(FIELDS)}")
+        self._mr = memreward
+        self._overrides = overrides
+
+    def _get(self, name: str) -> Any:
+        if name in self._overrides:
+            return self._overrides[name]
+        return self._mr.threshold if name == "threshold" else getattr(self._mr.gnn, name)
+
+    @property
+    def lr(self) -> float:
+        return float(self._get("lr"))
+
+    @property
+    def max_epochs(self) -> int:
+        return int(self._get("max_epochs"))
+
+    @property
+    def eval_every(self) -> int:
+        return int(self._get("eval_every"))
+
+    @property
+    def patience(self) -> int:
+        return int(self._get("patience"))
+
+    @property
+    def min_epochs(self) -> int:
+        return int(self._get("min_epochs"))
+
+    @property
+    def restarts(self) -> int:
+        return int(self._get("restarts"))
+
+    @property
+    def select_by(self) -> str:
+        return str(self._get("select_by"))
+
+    @property
+    def seed(self) -> int:
+        return int(self._get("seed"))
+
+    @property
+    def threshold(self) -> float:
+        return float(self._get("threshold"))
 
 
 @dataclass

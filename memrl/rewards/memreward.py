@@ -18,7 +18,6 @@ It never reads a label: groups arrive without answers and it does not call `ctx.
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -217,7 +216,7 @@ def memreward_component(cfg: Any, run_dir: Any, encoder: Any) -> MemRewardReward
     growth = None
     if mr.grow_memory:
         # a refresh starts from trained weights: a short fine-tune, no epoch floor, one run
-        refresh = dataclasses.replace(fit_settings(cfg), max_epochs=int(mr.refresh_epochs), min_epochs=0, restarts=1)
+        refresh = fit_settings(cfg, max_epochs=int(mr.refresh_epochs), min_epochs=0, restarts=1)
         growth = MemoryGrowth(int(mr.refresh_every), inputs["val"], labels["val"], refresh)
     return MemRewardReward(predictor, str(mr.reward_mode), float(mr.threshold), band, growth)
 

@@ -12,13 +12,43 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from memrl.config.schema import GNNConfig, MemRewardConfig
 from memrl.errors import UserError
 from memrl.memreward.gnn import MODEL_KINDS, RewardGNN, build_model
 from memrl.memreward.graph import ANSWER, EDGE_TYPES, GraphInputs, build_graph
 from memrl.memreward.metrics import binary_metrics
-from memrl.memreward.training import FitSettings, fit, predict_proba
+from memrl.memreward.training import FIELDS, FitSettings, fit, predict_proba
 
 D = 16
+
+
+def released(**settings) -> FitSettings:
+    """fit's settings: the schema's reward.memreward defaults without its epoch floor (min_epochs 0, as in the
+    released pipeline), and `settings` on top."""
+    return FitSettings(MemRewardConfig(), **{"min_epochs": 0, **settings})
+
+
+def test_settings_read_the_memreward_group():
+    mr = MemRewardConfig(gnn=GNNConfig(lr=0.02, max_epochs=30, min_epochs=10, restarts=3, seed=5), threshold=0.6)
+    s = FitSettings(mr)
+    assert {f: getattr(s, f) for f in FIELDS} == {
+        "lr": 0.02, "max_epochs": 30, "eval_every": 5, "patience": 4, "min_epochs": 10, "restarts": 3,
+        "select_by": "fpr", "seed": 5, "threshold": 0.6,
+    }  # fmt: skip
+    mr.gnn.patience = 9  # a view, not a copy
+    assert s.patience == 9
+    refresh = FitSettings(mr, max_epochs=20, min_epochs=0, restarts=1)
+    assert (refresh.max_epochs, refresh.min_epochs, refresh.restarts, refresh.lr) == (20, 0, 1, 0.02)
+    with pytest.raises(TypeError, match=r"unknown settings \['epochs'\]; valid: lr, max_epochs"):
+        FitSettings(mr, epochs=3)
+
+
+def test_settings_from_the_composed_config(compose_eval):
+    from memrl.memreward.artifacts import fit_settings
+
+    cfg = compose_eval("reward=memreward", "reward.memreward.gnn.select_by=f1", config_name="train")
+    s = fit_settings(cfg)
+    assert (s.select_by, s.min_epochs, s.max_epochs, s.threshold) == ("f1", 100, 150, 0.5)
 
 
 def make_inputs(num_queries: int, per_query: int, labels: Tensor | None, labelled=None, seed: int = 0) -> GraphInputs:
@@ -62,7 +92,7 @@ def offset_graph():
 
 
 def rising_then_falling(graph, **settings):
-    s = FitSettings(lr=0.1, max_epochs=60, eval_every=5, patience=100) if not settings else FitSettings(**settings)
+    s = released(**settings) if settings else released(lr=0.1, max_epochs=60, eval_every=5, patience=100)
     return fit(lambda: OffsetModel(-2.0, OFFSETS), graph, TRAIN, VAL, s)
 
 
@@ -71,7 +101,7 @@ def test_reward_gnn_overfits_a_small_graph():
     labels = (torch.rand(24, generator=g) < 0.5).float()  # 6 queries x 4 rollouts, random labels
     graph = build_graph(make_inputs(6, 4, labels), k=2)
     every = torch.ones(24, dtype=torch.bool)
-    settings = FitSettings(lr=1e-2, max_epochs=200, eval_every=10, patience=50)
+    settings = released(lr=1e-2, max_epochs=200, eval_every=10, patience=50)
     result = fit(lambda: RewardGNN(D, 3, 32, 2, dropout=0.0), graph, every, every, settings)
     metrics = binary_metrics(predict_proba(result.model, graph), labels)
     assert metrics["accuracy"] >= 0.95
@@ -100,14 +130,14 @@ def test_best_weights_are_a_real_copy_of_the_best_check(offset_graph):
         offset_graph,
         TRAIN,
         torch.zeros(12, dtype=torch.bool),  # no validation: the last weights
-        FitSettings(lr=0.1, max_epochs=60, eval_every=5),
+        released(lr=0.1, max_epochs=60, eval_every=5),
     )
     assert last.model.b.item() > result.model.b.item() + 1.0
 
 
 def test_early_stop_after_patience_checks(offset_graph):
     steps = []
-    settings = FitSettings(lr=0.1, max_epochs=60, eval_every=5, patience=2)
+    settings = released(lr=0.1, max_epochs=60, eval_every=5, patience=2)
     result = fit(lambda: OffsetModel(-2.0, OFFSETS), offset_graph, TRAIN, VAL, settings, progress=steps.append)
     f1s = [row["val_f1"] for row in result.history]
     best = f1s.index(max(f1s))
@@ -118,9 +148,9 @@ def test_early_stop_after_patience_checks(offset_graph):
 
 def test_no_early_stop_before_min_epochs(offset_graph):
     stopped = fit(
-        lambda: OffsetModel(-2.0, OFFSETS), offset_graph, TRAIN, VAL, FitSettings(lr=0.1, max_epochs=60, patience=2)
+        lambda: OffsetModel(-2.0, OFFSETS), offset_graph, TRAIN, VAL, released(lr=0.1, max_epochs=60, patience=2)
     )
-    settings = FitSettings(lr=0.1, max_epochs=60, eval_every=5, patience=2, min_epochs=45)
+    settings = released(lr=0.1, max_epochs=60, eval_every=5, patience=2, min_epochs=45)
     result = fit(lambda: OffsetModel(-2.0, OFFSETS), offset_graph, TRAIN, VAL, settings)
     assert stopped.restarts[0]["epochs"] < 45
     # the same run goes on to epoch 45 at least; the stale checks are counted all along, so it stops there
@@ -129,7 +159,7 @@ def test_no_early_stop_before_min_epochs(offset_graph):
 
 
 def test_without_validation_the_last_weights_are_kept(offset_graph):
-    settings = FitSettings(lr=0.1, max_epochs=12, eval_every=5)
+    settings = released(lr=0.1, max_epochs=12, eval_every=5)
     result = fit(lambda: OffsetModel(-2.0, OFFSETS), offset_graph, TRAIN, torch.zeros(12, dtype=torch.bool), settings)
     assert result.best_epoch == 12 and result.val_metrics == {}
     assert [row["epoch"] for row in result.history] == [5, 10, 12]  # the last epoch is always checked
@@ -163,7 +193,7 @@ def fixed_restarts(select_by: str):
         seeds.append(torch.initial_seed())
         return OffsetModel(RESTART_B[len(seeds) - 1], SEL_OFFSETS)
 
-    settings = FitSettings(lr=0.0, max_epochs=10, eval_every=5, restarts=4, select_by=select_by, seed=7)
+    settings = released(lr=0.0, max_epochs=10, eval_every=5, restarts=4, select_by=select_by, seed=7)
     return fit(make_model, graph, SEL_TRAIN, SEL_VAL, settings), seeds
 
 
@@ -194,7 +224,7 @@ def test_restarts_of_a_gnn_differ_and_the_selection_follows_the_summary():
     labels = (torch.rand(32, generator=g) < 0.5).float()
     graph = build_graph(make_inputs(8, 4, labels), k=2)
     train = torch.arange(32) < 20
-    settings = FitSettings(lr=1e-2, max_epochs=20, eval_every=5, patience=2, restarts=3)
+    settings = released(lr=1e-2, max_epochs=20, eval_every=5, patience=2, restarts=3)
     result = fit(lambda: RewardGNN(D, 3, 16, 2), graph, train, ~train, settings)
     losses = {row["loss"] for row in result.history if row["epoch"] == 5}
     assert len(losses) == 3  # different seeds, different runs
@@ -233,7 +263,7 @@ def test_end_to_end_from_graph_inputs(kind):
     def make_model():
         return build_model(kind, D, 3, 16, 2, 2, 0.1, EDGE_TYPES if kind == "gnn" else None)
 
-    settings = FitSettings(lr=1e-2, max_epochs=15, eval_every=5, restarts=2)
+    settings = released(lr=1e-2, max_epochs=15, eval_every=5, restarts=2)
     result = fit(make_model, graph, train, val, settings, progress=steps.append)
     assert sum(steps) == 30
     assert not result.model.training
@@ -248,23 +278,23 @@ def test_end_to_end_from_graph_inputs(kind):
 def test_inputs_are_checked(offset_graph):
     make = lambda: OffsetModel(0.0, OFFSETS)  # noqa: E731
     with pytest.raises(UserError, match="unknown restart selection 'auc'; valid: fpr, f1"):
-        fit(make, offset_graph, TRAIN, VAL, FitSettings(select_by="auc"))
+        fit(make, offset_graph, TRAIN, VAL, released(select_by="auc"))
     with pytest.raises(ValueError, match="bool tensor"):
-        fit(make, offset_graph, TRAIN.float(), VAL, FitSettings())
+        fit(make, offset_graph, TRAIN.float(), VAL, released())
     with pytest.raises(ValueError, match="selects no answer node"):
-        fit(make, offset_graph, torch.zeros(12, dtype=torch.bool), VAL, FitSettings())
+        fit(make, offset_graph, torch.zeros(12, dtype=torch.bool), VAL, released())
     offset_graph[ANSWER].y = offset_graph[ANSWER].y.clone()
     offset_graph[ANSWER].y[9] = float("nan")
     with pytest.raises(ValueError, match="val_mask selects answer nodes without a label"):
-        fit(make, offset_graph, TRAIN, VAL, FitSettings())
+        fit(make, offset_graph, TRAIN, VAL, released())
     del offset_graph[ANSWER].y
     with pytest.raises(ValueError, match="no labels"):
-        fit(make, offset_graph, TRAIN, VAL, FitSettings())
+        fit(make, offset_graph, TRAIN, VAL, released())
 
 
 def test_fit_leaves_the_callers_random_stream_alone(offset_graph):
     torch.manual_seed(7)
     expected = torch.rand(3)
     torch.manual_seed(7)
-    fit(lambda: OffsetModel(-2.0, OFFSETS), offset_graph, TRAIN, VAL, FitSettings(lr=0.1, max_epochs=10, restarts=2))
+    fit(lambda: OffsetModel(-2.0, OFFSETS), offset_graph, TRAIN, VAL, released(lr=0.1, max_epochs=10, restarts=2))
     torch.testing.assert_close(torch.rand(3), expected)

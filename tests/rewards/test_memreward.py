@@ -134,12 +134,16 @@ def test_predictor_state_round_trips(encoder):
 
 
 def test_memory_growth_adds_labelled_groups_and_refreshes(encoder):
+    from memrl.config.schema import MemRewardConfig
     from memrl.memreward.training import FitSettings
     from memrl.rewards.memreward import MemoryGrowth
 
     val_groups = [TextGroup("Compute 4 + 4.", "math", ["a", "b"], ["\\boxed{8}", "\\boxed{9}"])]
     growth = MemoryGrowth(
-        2, build_inputs(encoder, val_groups, False), torch.tensor([1.0, 0.0]), FitSettings(max_epochs=5, lr=0.05)
+        2,
+        build_inputs(encoder, val_groups, False),
+        torch.tensor([1.0, 0.0]),
+        FitSettings(MemRewardConfig(), max_epochs=5, lr=0.05, min_epochs=0),
     )
     predictor = _predictor(encoder)
     component = MemRewardReward(predictor, growth=growth)
