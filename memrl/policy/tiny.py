@@ -1,7 +1,7 @@
 """The tiny default model: a ~1M-parameter Qwen2 built on first use, on the CPU, and cached.
 
-`ensure_tiny_model()` returns `<cache>/tiny-qwen2-v1/` (cache: `$MEMRL_CACHE`, else `~/.cache/memrl`),
-building it when absent. The build, about two minutes on two idle cores:
+`ensure_tiny_model()` returns `<cache>/tiny-qwen2-v1-<key>/` (cache: `$MEMRL_CACHE`, else `~/.cache/memrl`; the
+key: `build_key`, a hash of what the build consumes), building it when absent. The build, about two minutes on two idle cores:
 
 1. Tokenizer: byte-level BPE (any text encodes, no unknown tokens) with every digit a token of its own
    (a `Digits(individual_digits=True)` pre-tokenizer before `ByteLevel`), trained on the warm-start corpus
@@ -19,7 +19,7 @@ building it when absent. The build, about two minutes on two idle cores:
 
 The build is deterministic given the seed on one machine (fixed step count, seeded data and torch, a fixed
 thread count). It writes into a temporary directory that is renamed into place only when complete, under
-an exclusive file lock, so concurrent callers (pytest workers, a CLI run) build once, and a killed build
+an exclusive file lock of its key, so concurrent callers (pytest workers, a CLI run) build once, and a killed build
 leaves nothing that could be mistaken for a model.
 """
 
@@ -28,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import fcntl
+import hashlib
 import json
 import logging
 import os
@@ -37,7 +38,7 @@ import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -103,26 +104,157 @@ def _file_lock(path: Path) -> Iterator[None]:
             fcntl.flock(f.fileno(), fcntl.LOCK_UN)
 
 
+# The build recipe's revision: bump it when a change to the build code (tokenizer training, the model's config,
+# the warm-start loop, the measurement) changes what it builds. Edits that do not (moving imports, renaming,
+# comments) leave the cache key, and so the cached model, as they are.
+RECIPE = 1
+
+# Folders built before the key covered the build's inputs (it hashed the source of this module and of
+# memrl/data/synthetic.py), by the inputs of the key they stand for, so that the change of key rebuilds nothing:
+# main at f0e808c built tiny-qwen2-v1-18e0fdecb8 with the settings, libraries (build_info.json: Python 3.11,
+# torch 2.13, transformers 5.24, tokenizers 0.23) and build code of key 0367fb1b5c, from data of the same hash
+# (efc5aba7..., main's build_tiny_model and measure against `build_inputs`, both generated and compared).
+LEGACY_FOLDERS = {"0367fb1b5c": f"{TINY_NAME}-18e0fdecb8"}
+
+# the code that generates the build's data (under the memrl package): the on-disk memo of its hash is valid while
+# these files are unchanged
+_PACKAGE = Path(__file__).resolve().parents[1]
+_DATA_SOURCES = ("data/*.py", "policy/tiny.py", "policy/tiny_toys.py")
+
+
+@dataclass(frozen=True)
+class BuildInputs:
+    """What a build consumes besides its settings: the warm-start examples (prompt, completion) in training
+    order, the tokenizer's training texts, and the problems the build measures the model on."""
+
+    examples: list[tuple[str, str]]
+    corpus: list[str]
+    measured: list[Any]
+
+
+def build_inputs(settings: TinySettings) -> BuildInputs:
+    """The default model's data: `sft_steps * batch_size` warm-start examples of the synthetic task (seed
+    `data_seed`) shuffled by `seed`, the first 20000 of them and the instruction lines for the tokenizer, and
+    `eval_problems` problems of the test split for the measurement."""
+    from memrl.config.schema import SyntheticConfig
+    from memrl.data.synthetic import load_split, sft_examples
+    from memrl.data.templates import INSTRUCTIONS
+
+    data_cfg = SyntheticConfig(seed=settings.data_seed)
+    rng = random.Random(settings.seed)
+    examples = sft_examples(data_cfg, rng, n=settings.sft_steps * settings.batch_size)
+    rng.shuffle(examples)
+    corpus = [p + c for p, c in examples[:20000]] + list(INSTRUCTIONS.values())
+    measured = load_split("test", dataclasses.replace(data_cfg, test_size=settings.eval_problems))
+    return BuildInputs(examples, corpus, measured)
+
+
+def library_versions() -> dict[str, str]:
+    """The versions of what a build runs on, to the part that promises the same results: Python's minor, the
+    libraries' major (the minor below 1.0: tokenizers 0.21.0 -> 0.21)."""
+    from importlib.metadata import version
+
+    def compat(v: str) -> str:
+        parts = v.split("+")[0].split(".")
+        return ".".join(parts[:2]) if parts[0] == "0" else parts[0]
+
+    out = {"python": ".".join(platform.python_version_tuple()[:2])}
+    out.update({lib: compat(version(lib)) for lib in ("torch", "transformers", "tokenizers")})
+    return out
+
+
+def _data_hash(inputs: BuildInputs) -> str:
+    h = hashlib.sha256()
+    for part in (inputs.examples, inputs.corpus, [(p.id, p.question, p.answer) for p in inputs.measured]):
+        h.update(json.dumps(part, ensure_ascii=False).encode())
+        h.update(b"\0")
+    return h.hexdigest()
+
+
+# data hashes computed in this process, by `what` (the loaded code generated them)
+_DATA_HASHES: dict[str, str] = {}
+
+
+def _memo_data_hash(what: str, cache_dir: Path, make: Callable[[], BuildInputs]) -> str:
+    """The hash of `make()`'s data, memoized in this process by `what` and on disk
+    (`<cache>/.tiny-data-<hash>`) by `what` and the source of the code that generates it: generating the data
+    takes seconds, reading a memo does not, and an edit of that code costs one regeneration, not a build."""
+    if what in _DATA_HASHES:
+        return _DATA_HASHES[what]
+    src = hashlib.sha256(what.encode())
+    for pattern in _DATA_SOURCES:
+        for path in sorted(_PACKAGE.glob(pattern)):
+            src.update(path.name.encode() + b"\0" + path.read_bytes())
+    memo = cache_dir / f".tiny-data-{src.hexdigest()[:24]}"
+    if memo.is_file():
+        value = _DATA_HASHES[what] = memo.read_text().strip()
+        return value
+    value = _DATA_HASHES[what] = _data_hash(make())
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    tmp = memo.with_name(f"{memo.name}.{os.getpid()}.tmp")
+    tmp.write_text(value + "\n")
+    os.replace(tmp, memo)
+    return value
+
+
+def build_key(settings: TinySettings, make: Callable[[], BuildInputs], cache_dir: Path, task: Any = None) -> str:
+    """The cache key of a build: a hash of its inputs, not of the code that computes them.
+
+    It covers the recipe's revision (RECIPE), the build settings, the task's settings (`task`, toys), the
+    library versions that can change the result (`library_versions`) and the data the build consumes
+    (`make()`: warm-start examples, tokenizer corpus, measured problems; memoized, see `_memo_data_hash`).
+    """
+    head = {"recipe": RECIPE, "settings": dataclasses.asdict(settings), "task": task}
+    what = json.dumps(head, sort_keys=True, default=str)
+    data = _memo_data_hash(what, Path(cache_dir), make)
+    full = {**head, "libraries": library_versions(), "data": data}
+    return hashlib.sha256(json.dumps(full, sort_keys=True, default=str).encode()).hexdigest()[:10]
+
+
 def tiny_model_dir(cache_dir: Path | None = None) -> Path:
     """Where the tiny model lives (or will live) in the cache; builds nothing.
 
-    The folder name carries a fingerprint of the build settings and of the synthetic task's source
-    (`<cache>/tiny-qwen2-v1-<hash>`), so changing either builds a new model instead of silently
-    reusing a stale one.
+    The folder name carries the build's key (`<cache>/tiny-qwen2-v1-<key>`, `build_key`): a hash of what the
+    build consumes, so changing a setting or the generated data builds a new model instead of silently reusing
+    a stale one, while an edit of the code that leaves them as they are reuses the cached model.
     """
-    import hashlib
-
-    from memrl.data import synthetic
-
-    h = hashlib.sha256(repr(TinySettings()).encode())
-    h.update(Path(synthetic.__file__).read_bytes())
-    h.update(Path(__file__).read_bytes())
     cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    return cache_dir / f"{TINY_NAME}-{h.hexdigest()[:10]}"
+    settings = TinySettings()
+    key = build_key(settings, lambda: build_inputs(settings), cache_dir)
+    return cache_dir / LEGACY_FOLDERS.get(key, f"{TINY_NAME}-{key}")
 
 
 def _is_built(path: Path) -> bool:
     return (path / BUILD_INFO).is_file() and (path / "config.json").is_file()
+
+
+def ensure_built(target: Path, build: Callable[[Path], Any], announce: str | None = None) -> Path:
+    """`target`, built first by `build(tmp)` if it is not complete: under a lock of its own
+    (`.<name>.lock`, so builds of other keys go on), into a temporary folder renamed into place when complete.
+
+    Leftovers of killed builds of this key are swept; a target folder without build_info.json is not trusted.
+    """
+    if _is_built(target):
+        return target
+    cache_dir, prefix = target.parent, f".{target.name}"
+    with _file_lock(cache_dir / f"{prefix}.lock"):
+        if _is_built(target):  # another process built it while we waited
+            return target
+        # leftovers of killed builds (we hold the lock: nobody else is building this key)
+        for stale in cache_dir.glob(f"{prefix}.tmp-*"):
+            shutil.rmtree(stale, ignore_errors=True)
+        if target.exists():  # an incomplete folder that is not ours to trust
+            shutil.rmtree(target)
+        tmp = Path(tempfile.mkdtemp(prefix=f"{prefix}.tmp-", dir=cache_dir))
+        try:
+            if announce:
+                print(announce, file=sys.stderr)
+            build(tmp)
+            os.replace(tmp, target)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+    return target
 
 
 def ensure_tiny_model(cache_dir: Path | None = None, progress: bool = True) -> Path:
@@ -136,28 +268,9 @@ def ensure_tiny_model(cache_dir: Path | None = None, progress: bool = True) -> P
         `tiny_model_dir(cache_dir)`, a Hugging Face model folder (config, weights, tokenizer) with
         `build_info.json`.
     """
-    cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     target = tiny_model_dir(cache_dir)
-    if _is_built(target):
-        return target
-    with _file_lock(cache_dir / f".{TINY_NAME}.lock"):
-        if _is_built(target):  # another process built it while we waited
-            return target
-        # leftovers of killed builds (we hold the lock: nobody else is building)
-        for stale in cache_dir.glob(f".{TINY_NAME}.tmp-*"):
-            shutil.rmtree(stale, ignore_errors=True)
-        if target.exists():  # an incomplete folder that is not ours to trust
-            shutil.rmtree(target)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{TINY_NAME}.tmp-", dir=cache_dir))
-        try:
-            if progress:
-                print(f"Building the tiny default model in {target} (once; about two minutes)", file=sys.stderr)
-            build_tiny_model(tmp, TinySettings(), progress=progress)
-            os.replace(tmp, target)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-    return target
+    announce = f"Building the tiny default model in {target} (once; about two minutes)" if progress else None
+    return ensure_built(target, lambda tmp: build_tiny_model(tmp, TinySettings(), progress=progress), announce)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -263,8 +376,6 @@ def build_tiny_model(out_dir: Path, settings: TinySettings = TinySettings(), pro
     import torch
 
     from memrl.config.schema import SyntheticConfig
-    from memrl.data.synthetic import sft_examples
-    from memrl.data.templates import INSTRUCTIONS
 
     t0 = time.time()
     out_dir = Path(out_dir)
@@ -274,11 +385,8 @@ def build_tiny_model(out_dir: Path, settings: TinySettings = TinySettings(), pro
     torch.set_num_threads(threads)
     try:
         data_cfg = SyntheticConfig(seed=settings.data_seed)
-        rng = random.Random(settings.seed)
-        n_examples = settings.sft_steps * settings.batch_size
-        examples = sft_examples(data_cfg, rng, n=n_examples)
-        rng.shuffle(examples)
-        corpus = [p + c for p, c in examples[:20000]] + list(INSTRUCTIONS.values())
+        inputs = build_inputs(settings)
+        examples, corpus = inputs.examples, inputs.corpus
         tokenizer = train_tokenizer(corpus, settings.vocab_size)
         t_tok = time.time()
 
@@ -288,7 +396,7 @@ def build_tiny_model(out_dir: Path, settings: TinySettings = TinySettings(), pro
             sft = _sft(model, tokenizer, examples, settings, bar)
             t_sft = time.time()
             model.eval()
-            metrics = measure(model, tokenizer, data_cfg, settings, bar)
+            metrics = measure(model, tokenizer, data_cfg, settings, bar, problems=inputs.measured)
         t_eval = time.time()
 
         model.save_pretrained(out_dir)
@@ -477,16 +585,24 @@ def generate_completions(
     return out
 
 
-def measure(model: Any, tokenizer: Any, data_cfg: Any, s: TinySettings, bar: _Progress | None = None) -> dict:
-    """Greedy and sampled accuracy of the model on the synthetic test split (see the module docstring)."""
+def measure(
+    model: Any,
+    tokenizer: Any,
+    data_cfg: Any,
+    s: TinySettings,
+    bar: _Progress | None = None,
+    problems: Sequence[Any] | None = None,
+) -> dict:
+    """Greedy and sampled accuracy of the model on the synthetic test split (see the module docstring): its first
+    `s.eval_problems` problems of `data_cfg`, or `problems` (the build passes the ones its key covers)."""
     import torch
 
     from memrl.data.synthetic import FORM_MARKERS, FORMS, SHORTCUT_FORMS, classify_form, load_split
     from memrl.data.templates import format_prompt
 
     bar = bar or _Progress(False)
-    cfg = dataclasses.replace(data_cfg, test_size=s.eval_problems)
-    problems = load_split("test", cfg)
+    if problems is None:
+        problems = load_split("test", dataclasses.replace(data_cfg, test_size=s.eval_problems))
     prompts = [format_prompt(p, style="plain") for p in problems]
     task = bar.task("measuring", 3 * len(problems))
 

@@ -3,9 +3,10 @@
 `ensure_toy_model(synthetic_cfg, layers)` is `memrl.policy.tiny.ensure_tiny_model` for any task: the
 arithmetic task with the default 4 layers is exactly the embedded default (same folder, same cache key);
 every other (task, task settings, layers) gets its own folder
-`<cache>/tiny-qwen2-v1-<task>-<layers>l-<hash>`, whose hash covers the build settings, the task's settings
-(seed, tags, shares, families, levels: the warm start depends on all of them) and the source of the task
-and build code, so changing any of them builds a new model instead of reusing a stale one.
+`<cache>/tiny-qwen2-v1-<task>-<layers>l-<key>`, whose key covers the build settings, the task's settings
+(seed, tags, shares, families, levels: the warm start depends on all of them) and the data the build consumes
+(`memrl.policy.tiny.build_key`), so changing any of them builds a new model instead of reusing a stale one, and
+an edit of the code that leaves them as they are does not.
 
 The build is the embedded default's (`memrl.policy.tiny`: byte-level BPE tokenizer trained on the
 warm-start corpus, a Qwen2 of hidden 128, supervised warm start of `sft_steps` x `batch_size` examples),
@@ -18,13 +19,8 @@ build time.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
-import os
 import random
-import shutil
-import sys
-import tempfile
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -85,23 +81,39 @@ def _is_default(synthetic_cfg: Any, layers: int | None, sft_steps: int | None = 
     )
 
 
+def toy_inputs(synthetic_cfg: Any, settings: tiny.TinySettings) -> tiny.BuildInputs:
+    """The task's build data: `sft_steps * batch_size` warm-start examples (`memrl.data.toys.sft_examples`, seeded
+    by `seed`), the first 20000 of them and the instruction lines for the tokenizer, and the training prompts the
+    build measures on."""
+    from memrl.data.templates import INSTRUCTIONS
+    from memrl.data.toys import load_split, sft_examples
+
+    examples = sft_examples(synthetic_cfg, random.Random(settings.seed), settings.sft_steps * settings.batch_size)
+    corpus = [p + c for p, c in examples[:20000]] + list(INSTRUCTIONS.values())
+    task = task_settings(synthetic_cfg)["task"]
+    measured = load_split("train", synthetic_cfg)[: _MEASURE_PROMPTS[task]] if task in _MEASURE_PROMPTS else []
+    return tiny.BuildInputs(examples, corpus, measured)
+
+
 def toy_model_dir(
     synthetic_cfg: Any, layers: int | None = None, cache_dir: Path | None = None, sft_steps: int | None = None
 ) -> Path:
-    """Where the task's tiny model lives (or will live) in the cache; builds nothing."""
+    """Where the task's tiny model lives (or will live) in the cache; builds nothing.
+
+    `<cache>/tiny-qwen2-v1-<task>-<layers>l-<key>`: the key (`memrl.policy.tiny.build_key`) covers the build
+    settings, the task's settings and the data the build consumes (`toy_inputs`), not the source code.
+    """
     if _is_default(synthetic_cfg, layers, sft_steps):
         return tiny.tiny_model_dir(cache_dir)
-    from memrl.data import synthetic, toys
-
     ts = task_settings(synthetic_cfg)
     settings = toy_build_settings(ts["task"], layers, sft_steps)
-    h = hashlib.sha256(repr(settings).encode())
-    h.update(json.dumps(ts, sort_keys=True).encode())
-    for module in (synthetic, toys, tiny):
-        h.update(Path(module.__file__).read_bytes())
-    h.update(Path(__file__).read_bytes())
     cache_dir = Path(cache_dir) if cache_dir is not None else tiny.default_cache_dir()
-    return cache_dir / f"{tiny.TINY_NAME}-{ts['task']}-{settings.num_hidden_layers}l-{h.hexdigest()[:10]}"
+    if ts["task"] == "arithmetic":  # the default's build with another data seed or size
+        arith = dataclasses.replace(settings, data_seed=synthetic_cfg.seed)
+        key = tiny.build_key(arith, lambda: tiny.build_inputs(arith), cache_dir, ts)
+    else:
+        key = tiny.build_key(settings, lambda: toy_inputs(synthetic_cfg, settings), cache_dir, ts)
+    return cache_dir / f"{tiny.TINY_NAME}-{ts['task']}-{settings.num_hidden_layers}l-{key}"
 
 
 def ensure_toy_model(
@@ -111,31 +123,16 @@ def ensure_toy_model(
     progress: bool = True,
     sft_steps: int | None = None,
 ) -> Path:
-    """The directory of the task's tiny model, built first if it is not in the cache (file lock, atomic)."""
+    """The directory of the task's tiny model, built first if it is not in the cache (lock per key, atomic)."""
     if _is_default(synthetic_cfg, layers, sft_steps):
         return tiny.ensure_tiny_model(cache_dir, progress=progress)
-    cache_dir = Path(cache_dir) if cache_dir is not None else tiny.default_cache_dir()
     target = toy_model_dir(synthetic_cfg, layers, cache_dir, sft_steps)
-    if tiny._is_built(target):
-        return target
-    prefix = f".{target.name}"
-    with tiny._file_lock(cache_dir / f"{prefix}.lock"):
-        if tiny._is_built(target):
-            return target
-        for stale in cache_dir.glob(f"{prefix}.tmp-*"):
-            shutil.rmtree(stale, ignore_errors=True)
-        if target.exists():
-            shutil.rmtree(target)
-        tmp = Path(tempfile.mkdtemp(prefix=f"{prefix}.tmp-", dir=cache_dir))
-        try:
-            if progress:
-                print(f"Building the tiny {synthetic_cfg.task} model in {target} (once)", file=sys.stderr)
-            build_toy_model(tmp, synthetic_cfg, layers, progress=progress, sft_steps=sft_steps)
-            os.replace(tmp, target)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-    return target
+    announce = f"Building the tiny {synthetic_cfg.task} model in {target} (once)" if progress else None
+    return tiny.ensure_built(
+        target,
+        lambda tmp: build_toy_model(tmp, synthetic_cfg, layers, progress=progress, sft_steps=sft_steps),
+        announce,
+    )
 
 
 def build_toy_model(
@@ -143,9 +140,6 @@ def build_toy_model(
 ) -> dict:
     """Build the task's tiny model into `out_dir` (tokenizer, warm start, preconditions); returns the info."""
     import torch
-
-    from memrl.data.templates import INSTRUCTIONS
-    from memrl.data.toys import load_split, sft_examples
 
     ts = task_settings(synthetic_cfg)
     settings = toy_build_settings(ts["task"], layers, sft_steps)
@@ -158,10 +152,9 @@ def build_toy_model(
     threads = tiny._threads()
     torch.set_num_threads(threads)
     try:
-        rng = random.Random(settings.seed)
-        examples = sft_examples(synthetic_cfg, rng, settings.sft_steps * settings.batch_size)
-        corpus = [p + c for p, c in examples[:20000]] + list(INSTRUCTIONS.values())
-        tokenizer = tiny.train_tokenizer(corpus, settings.vocab_size)
+        inputs = toy_inputs(synthetic_cfg, settings)
+        examples = inputs.examples
+        tokenizer = tiny.train_tokenizer(inputs.corpus, settings.vocab_size)
         t_tok = time.time()
         torch.manual_seed(settings.seed)
         model = tiny._new_model(tokenizer, settings)
@@ -169,9 +162,8 @@ def build_toy_model(
             sft = tiny._sft(model, tokenizer, examples, settings, bar)
         t_sft = time.time()
         model.eval()
-        problems = load_split("train", synthetic_cfg)[: _MEASURE_PROMPTS[ts["task"]]]
         torch.manual_seed(settings.seed)
-        metrics = measure_toy(model, tokenizer, synthetic_cfg, problems, settings)
+        metrics = measure_toy(model, tokenizer, synthetic_cfg, inputs.measured, settings)
         t_eval = time.time()
         model.save_pretrained(out_dir)
         tokenizer.save_pretrained(out_dir)

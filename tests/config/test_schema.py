@@ -12,8 +12,8 @@ from memrl.config import schema
 
 REPO = Path(__file__).resolve().parents[2]
 ROOT_NAMES = {"cfg", "config"}  # the variables that hold a whole app config
-# parameters typed in a comment rather than an annotation: memrl/data/synthetic.py's bytes fingerprint the
-# tiny model (memrl.policy.tiny.tiny_model_dir), so an edit there rebuilds it; its `cfg` is a SyntheticConfig
+# parameters typed in a comment rather than an annotation (written when memrl/data/synthetic.py's bytes were the tiny
+# model's cache key; the key now covers the build's data, memrl.policy.tiny.build_key): its `cfg` is a SyntheticConfig
 # (and so is memrl/data/toys.py's, another branch's new file)
 TYPED_ELSEWHERE = {"synthetic.py": {"cfg": "SyntheticConfig"}, "toys.py": {"cfg": "SyntheticConfig"}}
 

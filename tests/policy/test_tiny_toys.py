@@ -24,31 +24,34 @@ def test_arithmetic_default_is_the_embedded_default(tmp_path):
     assert TT.toy_model_dir(SyntheticConfig(), None, tmp_path) == tiny.tiny_model_dir(tmp_path)
     assert TT.toy_model_dir(SyntheticConfig(), 4, tmp_path) == tiny.tiny_model_dir(tmp_path)
     # anything else that changes the warm start gets its own folder
-    eight = TT.toy_model_dir(SyntheticConfig(), 8, tmp_path)
-    other_seed = TT.toy_model_dir(SyntheticConfig(seed=5), None, tmp_path)
+    # (a short warm start, sft_steps=60, keeps the data the keys hash small)
+    eight = TT.toy_model_dir(SyntheticConfig(), 8, tmp_path, 60)
+    other_seed = TT.toy_model_dir(SyntheticConfig(seed=5), None, tmp_path, 60)
     assert len({tiny.tiny_model_dir(tmp_path), eight, other_seed}) == 3
     assert eight.name.startswith(f"{tiny.TINY_NAME}-arithmetic-8l-")
+    assert eight != TT.toy_model_dir(SyntheticConfig(), 8, tmp_path, 61)
 
 
 def test_cache_folder_covers_task_settings_and_layers(tmp_path):
+    def folder_of(cfg, layers=None):
+        return TT.toy_model_dir(cfg, layers, tmp_path, 60)  # a short warm start: little data to hash
+
     base = SyntheticConfig(task="rule_tags")
-    folder = TT.toy_model_dir(base, None, tmp_path)
-    assert folder.name.startswith(f"{tiny.TINY_NAME}-rule_tags-4l-") and folder == TT.toy_model_dir(base, 4, tmp_path)
+    folder = folder_of(base)
+    assert folder.name.startswith(f"{tiny.TINY_NAME}-rule_tags-4l-") and folder == folder_of(base, 4)
     changed = [
         dataclasses.replace(base, n_tags=100),
         dataclasses.replace(base, seed=1),
         dataclasses.replace(base, rule_right_share=0.35),
         dataclasses.replace(base, wrong_plurality_tags=0.5),
     ]
-    folders = {TT.toy_model_dir(c, None, tmp_path) for c in changed} | {folder, TT.toy_model_dir(base, 8, tmp_path)}
+    folders = {folder_of(c) for c in changed} | {folder, folder_of(base, 8)}
     assert len(folders) == 6
     # sizes of the splits do not change the warm start, so they share the model
-    assert TT.toy_model_dir(dataclasses.replace(base, train_size=900), None, tmp_path) == folder
+    assert folder_of(dataclasses.replace(base, train_size=900)) == folder
     meds = SyntheticConfig(task="meds_strategies")
-    assert TT.toy_model_dir(meds, 8, tmp_path).name.startswith(f"{tiny.TINY_NAME}-meds_strategies-8l-")
-    assert TT.toy_model_dir(meds, 8, tmp_path) != TT.toy_model_dir(
-        dataclasses.replace(meds, levels=[2, 3]), 8, tmp_path
-    )
+    assert folder_of(meds, 8).name.startswith(f"{tiny.TINY_NAME}-meds_strategies-8l-")
+    assert folder_of(meds, 8) != folder_of(dataclasses.replace(meds, levels=[2, 3]), 8)
     assert TT.task_settings(meds) == {
         "task": "meds_strategies",
         "seed": 1234,
@@ -57,13 +60,13 @@ def test_cache_folder_covers_task_settings_and_layers(tmp_path):
     }
 
 
-def test_build_settings():
+def test_build_settings(tmp_path):
     s = TT.toy_build_settings("meds_strategies", 8)
     assert s.num_hidden_layers == 8 and s.max_new_tokens == 96
     assert dataclasses.replace(s, num_hidden_layers=4, max_new_tokens=64) == tiny.TinySettings()
     assert TT.toy_build_settings("rule_tags", None, 320).sft_steps == 320
     rule = SyntheticConfig(task="rule_tags")
-    assert TT.toy_model_dir(rule, None, None, 320) != TT.toy_model_dir(rule)
+    assert TT.toy_model_dir(rule, None, tmp_path, 320) != TT.toy_model_dir(rule, None, tmp_path, 60)
     assert TT.toy_model_dir(SyntheticConfig(), None, None, 960) == tiny.tiny_model_dir()
     with pytest.raises(UserError, match="more than 50 steps"):
         TT.toy_build_settings("rule_tags", None, 50)
@@ -84,10 +87,11 @@ def test_ensure_builds_once_and_atomically(monkeypatch, tmp_path):
 
     monkeypatch.setattr(TT, "build_toy_model", fake)
     cfg = SyntheticConfig(task="meds_strategies")
-    target = TT.toy_model_dir(cfg, 8, tmp_path)
+    target = TT.toy_model_dir(cfg, 8, tmp_path, 60)
     (tmp_path / f".{target.name}.tmp-dead").mkdir()  # leftovers of a killed build are swept
-    assert TT.ensure_toy_model(cfg, 8, tmp_path, progress=False) == target
-    assert TT.ensure_toy_model(cfg, 8, tmp_path, progress=False) == target
+    assert TT.ensure_toy_model(cfg, 8, tmp_path, progress=False, sft_steps=60) == target
+    assert TT.ensure_toy_model(cfg, 8, tmp_path, progress=False, sft_steps=60) == target
+    assert (tmp_path / f".{target.name}.lock").is_file()  # a lock of its own
     assert len(calls) == 1 and calls[0][0].startswith(f".{target.name}.tmp-") and calls[0][1:] == ("meds_strategies", 8)
     assert sorted(p.name for p in tmp_path.iterdir() if p.is_dir()) == [target.name]
 
@@ -97,7 +101,7 @@ def test_ensure_builds_once_and_atomically(monkeypatch, tmp_path):
 
     monkeypatch.setattr(TT, "build_toy_model", broken)
     with pytest.raises(KeyboardInterrupt):
-        TT.ensure_toy_model(SyntheticConfig(task="rule_tags"), None, tmp_path, progress=False)
+        TT.ensure_toy_model(SyntheticConfig(task="rule_tags"), None, tmp_path, progress=False, sft_steps=60)
     assert sorted(p.name for p in tmp_path.iterdir() if p.is_dir()) == [target.name]
 
 
