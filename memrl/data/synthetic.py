@@ -74,6 +74,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from memrl.data.problem import Problem
+from memrl.data.templates import format_prompt
 from memrl.errors import UserError
 
 FAMILIES = ("add", "sub", "mul", "mix")
@@ -372,8 +373,6 @@ def sft_examples(cfg: Any, rng: random.Random, n: int | None = None) -> list[tup
     Returns:
         A list of (prompt, completion) pairs; the prompt is the plain-style prompt of `format_prompt`.
     """
-    from memrl.data.templates import format_prompt
-
     families, levels = list(cfg.families), [int(lv) for lv in cfg.levels]
     _check(families, levels)
     if n is None:

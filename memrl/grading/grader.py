@@ -16,6 +16,7 @@ import contextlib
 import math
 import multiprocessing
 import pickle
+import signal
 import threading
 import time
 import weakref
@@ -23,16 +24,15 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from multiprocessing.connection import wait
-from typing import TYPE_CHECKING, Any, Self
+from typing import Any, Self
 
 from memrl.data.problem import DOMAINS
 from memrl.errors import UserError
 from memrl.grading.choice import _letter, choice_equal, extract_choice
+from memrl.grading.code import CodeGrader
 from memrl.grading.extract import _format_names, extract_answers, final_boxes
 from memrl.grading.math import fast_math_equal, is_tuple, join_answers, judge_math
-
-if TYPE_CHECKING:
-    from memrl.sandbox.pool import SandboxPool
+from memrl.sandbox.pool import SandboxPool
 
 STATUSES = ("ok", "no_answer", "timeout", "error")
 # A code completion's status is its sandbox verdict (memrl.sandbox.runner.STATUSES), or "no_answer".
@@ -90,14 +90,12 @@ def _worker_main(conn: Any, fn: Callable[[str, str, float], tuple[bool, str]]) -
     ("result", index, correct, status, finished_at), `finished_at` on the monotonic clock that the
     parent shares (CLOCK_MONOTONIC is system-wide): the next answer's time starts there.
     """
-    import signal
-
     # Ctrl-C is the parent's to handle; it stops the workers itself
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         # warm up here, so that the first tasks do not pay inside their time limit for sympy's import
         # and the first use of math-verify's parser and sympy's simplification (about a second)
-        from math_verify.errors import TimeoutException
+        from math_verify.errors import TimeoutException  # heavy (sympy, ~1 s): in the worker, not at import
 
         for pred, gold in _WARM_UP:
             judge_math(pred, gold, STARTUP_LIMIT_S)
@@ -358,9 +356,6 @@ class Grader:
 
     def _grade_code(self, items: list[_CodeItem]) -> list[GradeResult]:
         """Run code completions against their tests in the sandbox pool (its own processes, not the workers)."""
-        from memrl.grading.code import CodeGrader
-        from memrl.sandbox.pool import SandboxPool
-
         if self._sandbox is None:
             self._sandbox = SandboxPool()
         out = []

@@ -301,7 +301,7 @@ def _time_limit(seconds: float) -> Iterator[None]:
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    from math_verify.errors import TimeoutException
+    from math_verify.errors import TimeoutException  # heavy (sympy, ~1 s): only answers that need it pay
 
     def on_alarm(signum: int, frame: object) -> None:
         raise TimeoutException(f"over the time limit of {seconds:g} s")
@@ -328,6 +328,7 @@ def _verify(pred: str, gold: str, timeout_s: float) -> tuple[bool, str]:
     `_time_limit` in the main thread; elsewhere it runs unlimited and the caller must bound it
     (the Grader's worker processes run it in their main thread).
     """
+    # heavy (sympy, ~1 s): only answers that need math-verify pay for it, and a worker before its first time limit
     from math_verify import parse, verify
     from math_verify.errors import TimeoutException
 

@@ -31,6 +31,7 @@ import fcntl
 import hashlib
 import json
 import logging
+import math
 import os
 import platform
 import random
@@ -40,8 +41,22 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
+
+import tokenizers
+import torch
+import transformers
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import GenerationConfig, PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
+
+import memrl
+from memrl.config.schema import SyntheticConfig
+from memrl.data.synthetic import FORM_MARKERS, FORMS, SHORTCUT_FORMS, classify_form, load_split, sft_examples
+from memrl.data.templates import INSTRUCTIONS, format_prompt
+from memrl.grading.extract import last_boxed
 
 log = logging.getLogger(__name__)
 
@@ -136,10 +151,6 @@ def build_inputs(settings: TinySettings) -> BuildInputs:
     """The default model's data: `sft_steps * batch_size` warm-start examples of the synthetic task (seed
     `data_seed`) shuffled by `seed`, the first 20000 of them and the instruction lines for the tokenizer, and
     `eval_problems` problems of the test split for the measurement."""
-    from memrl.config.schema import SyntheticConfig
-    from memrl.data.synthetic import load_split, sft_examples
-    from memrl.data.templates import INSTRUCTIONS
-
     data_cfg = SyntheticConfig(seed=settings.data_seed)
     rng = random.Random(settings.seed)
     examples = sft_examples(data_cfg, rng, n=settings.sft_steps * settings.batch_size)
@@ -152,7 +163,6 @@ def build_inputs(settings: TinySettings) -> BuildInputs:
 def library_versions() -> dict[str, str]:
     """The versions of what a build runs on, to the part that promises the same results: Python's minor, the
     libraries' major (the minor below 1.0: tokenizers 0.21.0 -> 0.21)."""
-    from importlib.metadata import version
 
     def compat(v: str) -> str:
         parts = v.split("+")[0].split(".")
@@ -279,9 +289,6 @@ def ensure_tiny_model(cache_dir: Path | None = None, progress: bool = True) -> P
 
 def train_tokenizer(corpus: Sequence[str], vocab_size: int) -> Any:
     """A byte-level BPE tokenizer with single-digit tokens, wrapped for transformers (left padding)."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
-
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.Sequence(
         [pre_tokenizers.Digits(individual_digits=True), pre_tokenizers.ByteLevel(add_prefix_space=False)]
@@ -317,12 +324,6 @@ def _threads() -> int:
 
 
 def _versions() -> dict[str, str]:
-    import tokenizers
-    import torch
-    import transformers
-
-    import memrl
-
     return {
         "python": platform.python_version(),
         "torch": torch.__version__,
@@ -341,8 +342,6 @@ class _Progress:
 
     def __enter__(self) -> _Progress:
         if self.enabled:
-            from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
             self._bar = Progress(
                 TextColumn("{task.description}"),
                 BarColumn(),
@@ -373,10 +372,6 @@ def build_tiny_model(out_dir: Path, settings: TinySettings = TinySettings(), pro
 
     `ensure_tiny_model` is the entry point; this function does the work in whatever folder it is given.
     """
-    import torch
-
-    from memrl.config.schema import SyntheticConfig
-
     t0 = time.time()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -437,8 +432,6 @@ def build_tiny_model(out_dir: Path, settings: TinySettings = TinySettings(), pro
 
 
 def _new_model(tokenizer: Any, s: TinySettings) -> Any:
-    from transformers import GenerationConfig, Qwen2Config, Qwen2ForCausalLM
-
     eos = tokenizer.eos_token_id
     config = Qwen2Config(
         vocab_size=len(tokenizer),
@@ -475,10 +468,6 @@ def _encode_examples(tokenizer: Any, examples: Sequence[tuple[str, str]]) -> lis
 
 
 def _sft(model: Any, tokenizer: Any, examples: Sequence[tuple[str, str]], s: TinySettings, bar: _Progress) -> dict:
-    import math
-
-    import torch
-
     encoded = _encode_examples(tokenizer, examples)
     opt = torch.optim.AdamW(model.parameters(), lr=s.lr, betas=s.adam_betas, weight_decay=s.weight_decay)
 
@@ -534,8 +523,6 @@ def _sft(model: Any, tokenizer: Any, examples: Sequence[tuple[str, str]], s: Tin
 
 
 def _answer_int(text: str) -> int | None:
-    from memrl.grading.extract import last_boxed
-
     boxed = last_boxed(text)
     if boxed is None:
         return None
@@ -560,8 +547,6 @@ def generate_completions(
     batch_size: int = 64,
 ) -> list[list[str]]:
     """`n` completions per prompt with `model.generate` (left padding, batched); greedy when temperature 0."""
-    import torch
-
     sample = temperature > 0
     out: list[list[str]] = []
     per_call = max(1, batch_size // n) if sample else batch_size
@@ -595,11 +580,6 @@ def measure(
 ) -> dict:
     """Greedy and sampled accuracy of the model on the synthetic test split (see the module docstring): its first
     `s.eval_problems` problems of `data_cfg`, or `problems` (the build passes the ones its key covers)."""
-    import torch
-
-    from memrl.data.synthetic import FORM_MARKERS, FORMS, SHORTCUT_FORMS, classify_form, load_split
-    from memrl.data.templates import format_prompt
-
     bar = bar or _Progress(False)
     if problems is None:
         problems = load_split("test", dataclasses.replace(data_cfg, test_size=s.eval_problems))
@@ -692,8 +672,6 @@ def measure(
 
 
 def _form_counts(texts: Sequence[str]) -> dict[str, int]:
-    from memrl.data.synthetic import classify_form
-
     counts: dict[str, int] = {}
     for t in texts:
         key = classify_form(t) or "other"

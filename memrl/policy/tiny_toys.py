@@ -27,6 +27,23 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import torch
+
+from memrl.config.schema import SyntheticConfig
+from memrl.data.templates import INSTRUCTIONS, format_prompt
+from memrl.data.toys import (
+    DOMINANT,
+    RIGHT_STRATEGY,
+    STRATEGIES,
+    behaviour_of,
+    check_task,
+    load_split,
+    named_rule,
+    named_strategy,
+    rule_shares,
+    sft_examples,
+    tag_rules,
+)
 from memrl.errors import UserError
 from memrl.policy import tiny
 
@@ -42,8 +59,6 @@ _MAX_NEW_TOKENS = {"arithmetic": 64, "rule_tags": 24, "meds_strategies": 96}
 
 def task_settings(synthetic_cfg: Any) -> dict[str, Any]:
     """The settings of `synthetic_cfg` that decide the task's warm start (what the cache key covers)."""
-    from memrl.data.toys import check_task
-
     task = check_task(synthetic_cfg.task)
     out: dict[str, Any] = {"task": task}
     for name in _TASK_FIELDS[task]:
@@ -69,8 +84,6 @@ def toy_build_settings(task: str, layers: int | None = None, sft_steps: int | No
 
 
 def _is_default(synthetic_cfg: Any, layers: int | None, sft_steps: int | None = None) -> bool:
-    from memrl.config.schema import SyntheticConfig
-
     default = SyntheticConfig()
     return (
         synthetic_cfg.task == "arithmetic"
@@ -85,9 +98,6 @@ def toy_inputs(synthetic_cfg: Any, settings: tiny.TinySettings) -> tiny.BuildInp
     """The task's build data: `sft_steps * batch_size` warm-start examples (`memrl.data.toys.sft_examples`, seeded
     by `seed`), the first 20000 of them and the instruction lines for the tokenizer, and the training prompts the
     build measures on."""
-    from memrl.data.templates import INSTRUCTIONS
-    from memrl.data.toys import load_split, sft_examples
-
     examples = sft_examples(synthetic_cfg, random.Random(settings.seed), settings.sft_steps * settings.batch_size)
     corpus = [p + c for p, c in examples[:20000]] + list(INSTRUCTIONS.values())
     task = task_settings(synthetic_cfg)["task"]
@@ -139,8 +149,6 @@ def build_toy_model(
     out_dir: Path, synthetic_cfg: Any, layers: int | None = None, progress: bool = True, sft_steps: int | None = None
 ) -> dict:
     """Build the task's tiny model into `out_dir` (tokenizer, warm start, preconditions); returns the info."""
-    import torch
-
     ts = task_settings(synthetic_cfg)
     settings = toy_build_settings(ts["task"], layers, sft_steps)
     if ts["task"] == "arithmetic":
@@ -218,9 +226,6 @@ def _quantiles(xs: Sequence[float]) -> dict[str, float] | None:
 def measure_toy(model: Any, tokenizer: Any, synthetic_cfg: Any, problems: Sequence[Any], settings: Any) -> dict:
     """Sample `settings.eval_samples` completions per problem at `settings.eval_temperature` and measure the
     task's preconditions (docs/toys.md): behaviour shares, correctness, all-wrong groups, duplicates."""
-    from memrl.data.templates import format_prompt
-    from memrl.data.toys import behaviour_of, named_rule, named_strategy, rule_shares, tag_rules
-
     prompts = [format_prompt(p, style="plain") for p in problems]
     groups = tiny.generate_completions(
         model,
@@ -249,8 +254,6 @@ def measure_toy(model: Any, tokenizer: Any, synthetic_cfg: Any, problems: Sequen
         "examples": [groups[i][:3] for i in range(min(3, len(groups)))],
     }
     if synthetic_cfg.task == "meds_strategies":
-        from memrl.data.toys import DOMINANT, RIGHT_STRATEGY, STRATEGIES
-
         doms = [DOMINANT[p.metadata["family"]] for p in problems]
         out["named_vs_answer_agreement"] = _mean(
             [named_strategy(t) == lab for g, row in zip(groups, labels) for t, lab in zip(g, row) if lab is not None]

