@@ -36,6 +36,19 @@ GNN_FIELDS = ("lr", "max_epochs", "eval_every", "patience", "min_epochs", "resta
 FIELDS = (*GNN_FIELDS, "threshold")
 
 
+class _Setting:
+    """A FitSettings attribute: the override, else the config's value, as `cast`."""
+
+    def __init__(self, cast: Callable[[Any], Any]) -> None:
+        self.cast = cast
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __get__(self, obj: Any, owner: type | None = None) -> Any:
+        return self if obj is None else self.cast(obj._get(self.name))
+
+
 class FitSettings:
     """How `fit` trains: a read-only view of the `reward.memreward` config group, not a copy of it.
 
@@ -65,41 +78,15 @@ class FitSettings:
             return self._overrides[name]
         return self._mr.threshold if name == "threshold" else getattr(self._mr.gnn, name)
 
-    @property
-    def lr(self) -> float:
-        return float(self._get("lr"))
-
-    @property
-    def max_epochs(self) -> int:
-        return int(self._get("max_epochs"))
-
-    @property
-    def eval_every(self) -> int:
-        return int(self._get("eval_every"))
-
-    @property
-    def patience(self) -> int:
-        return int(self._get("patience"))
-
-    @property
-    def min_epochs(self) -> int:
-        return int(self._get("min_epochs"))
-
-    @property
-    def restarts(self) -> int:
-        return int(self._get("restarts"))
-
-    @property
-    def select_by(self) -> str:
-        return str(self._get("select_by"))
-
-    @property
-    def seed(self) -> int:
-        return int(self._get("seed"))
-
-    @property
-    def threshold(self) -> float:
-        return float(self._get("threshold"))
+    lr = _Setting(float)
+    max_epochs = _Setting(int)
+    eval_every = _Setting(int)
+    patience = _Setting(int)
+    min_epochs = _Setting(int)
+    restarts = _Setting(int)
+    select_by = _Setting(str)
+    seed = _Setting(int)
+    threshold = _Setting(float)
 
 
 @dataclass
