@@ -207,6 +207,9 @@ def check_meds_config(cfg: Any) -> None:
         ("penalty_target", str(meds_cfg.penalty_target), PENALTY_TARGETS),
         ("cluster_method", str(meds_cfg.cluster_method), CLUSTER_METHODS),
         ("noise", str(meds_cfg.noise), NOISE_MODES),
+        ("cluster_source", str(meds_cfg.cluster_source), CLUSTER_SOURCES),
+        ("count", str(meds_cfg.count), COUNT_MODES),
+        ("apply_to", str(meds_cfg.apply_to), APPLY_TO),
     ]
     for key, value, valid in checks:
         if value not in valid:
