@@ -144,7 +144,9 @@ class ErrorMemory:
         if given is not None and len(given) != len(vectors):
             raise ValueError(f"{len(given)} labels given for {len(vectors)} vectors")
 
-    def cluster_sizes(self, key: Hashable, vectors: np.ndarray, given: Sequence[str | None] | None = None) -> np.ndarray:
+    def cluster_sizes(
+        self, key: Hashable, vectors: np.ndarray, given: Sequence[str | None] | None = None
+    ) -> np.ndarray:
         """[M] sizes of the stored clusters the new `vectors` [M, D] fall into (the memory is not changed).
 
         Args:

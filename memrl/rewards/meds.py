@@ -38,12 +38,12 @@ import numpy as np
 import torch
 
 from memrl.config.schema import MedsConfig
+from memrl.data.problem import Problem
 from memrl.errors import UserError
 from memrl.grading.extract import extract_answer
 from memrl.meds.anchor import AnchorFinder
 from memrl.meds.diversity import AnswerNovelty, distinct_answers, top1_eigen_ratio
 from memrl.meds.features import final_norm_module, layer_logits, output_head, select_layers
-from memrl.data.problem import Problem
 from memrl.meds.memory import CLUSTER_METHODS, CLUSTER_SOURCES, COUNT_MODES, NOISE_MODES, ErrorMemory
 from memrl.meds.penalty import PENALTY_TARGETS, cluster_penalty, penalise, penalty_applies
 from memrl.rewards.base import Group, HiddenStateRequest, RewardComponent, RewardContext, ScoringOutputs
@@ -145,7 +145,9 @@ class MEDSShaper(RewardComponent):
         keys = list(by_key)
         given = None
         if self.oracle_label is not None:  # the diagnostic control: each rollout's true strategy is its cluster
-            given = [[self.oracle_label(owner[rows[j]].problem, rollouts[rows[j]].text) for j in by_key[k]] for k in keys]
+            given = [
+                [self.oracle_label(owner[rows[j]].problem, rollouts[rows[j]].text) for j in by_key[k]] for k in keys
+            ]
         sizes_per_key = self.memory.step([(k, feats[by_key[k]].numpy()) for k in keys], given)
         t_cluster = time.perf_counter() - t1
 

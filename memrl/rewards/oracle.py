@@ -4,12 +4,27 @@ diagnostic noisy oracle of MemReward's control arm (`OracleNoiseReward`, reward.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from typing import Any
 
 from memrl.errors import UserError
 from memrl.grading import GradeItem
 from memrl.rewards.base import Group, RewardComponent, RewardContext
 from memrl.rewards.registry import BuildContext, RewardSpec
+
+
+def grade_groups(
+    groups: list[Group], ctx: RewardContext, answer: Callable[[str], Any], metadata: Callable[[str], dict]
+) -> list[list[bool]]:
+    """Per group, whether each rollout is right against `answer(query id)` and `metadata(query id)` (the label
+    store's door the caller may use: `labelled_answer`, or the diagnostic oracle's `oracle_answer`)."""
+    items = [
+        GradeItem(g.problem.domain, r.text, answer(g.problem.id), metadata(g.problem.id))
+        for g in groups
+        for r in g.rollouts
+    ]
+    results = iter(ctx.grader.grade_batch(items))
+    return [[bool(next(results).correct) for _ in g.rollouts] for g in groups]
 
 
 class GroundTruthReward(RewardComponent):
@@ -23,22 +38,10 @@ class GroundTruthReward(RewardComponent):
 
     def score(self, groups: list[Group], ctx: RewardContext) -> None:
         todo = [g for g in groups if g.labelled]
-        items = [
-            GradeItem(
-                g.problem.domain,
-                r.text,
-                ctx.labels.labelled_answer(g.problem.id),
-                ctx.labels.labelled_metadata(g.problem.id),
-            )
-            for g in todo
-            for r in g.rollouts
-        ]
-        results = iter(ctx.grader.grade_batch(items))
-        for g in todo:
-            for i in range(len(g.rollouts)):
-                ok = float(next(results).correct)
-                g.outcome[i] = ok
-                g.score[i] += ok
+        for g, truth in zip(todo, grade_groups(todo, ctx, ctx.labels.labelled_answer, ctx.labels.labelled_metadata)):
+            for i, right in enumerate(truth):
+                g.outcome[i] = float(right)
+                g.score[i] += float(right)
 
     def metrics(self, groups: list[Group]) -> dict[str, float]:
         judged = [o for g in groups if g.labelled for o in g.outcome if o is not None]
@@ -82,19 +85,7 @@ class OracleNoiseReward(RewardComponent):
 
     def score(self, groups: list[Group], ctx: RewardContext) -> None:
         todo = [g for g in groups if not g.labelled]
-        items = [
-            GradeItem(
-                g.problem.domain,
-                r.text,
-                ctx.labels.oracle_answer(g.problem.id),
-                ctx.labels.oracle_metadata(g.problem.id),
-            )
-            for g in todo
-            for r in g.rollouts
-        ]
-        results = iter(ctx.grader.grade_batch(items))
-        for g in todo:
-            truth = [bool(next(results).correct) for _ in g.rollouts]
+        for g, truth in zip(todo, grade_groups(todo, ctx, ctx.labels.oracle_answer, ctx.labels.oracle_metadata)):
             draws = [flip_draw(self.seed, g.problem.id, ctx.step, i) for i in range(len(g.rollouts))]
             verdicts = [noisy_outcome(t, d, self.fpr, self.fnr) for t, d in zip(truth, draws)]
             g.extra["gnn_prob"] = verdicts

@@ -352,6 +352,7 @@ class Trainer:
             batch = batch.select([i for i, k in enumerate(k for g, k in zip(groups, keep) for _ in g.rollouts) if k])
             groups = [g for g, k in zip(groups, keep) if k]
             gids = [i for i, g in enumerate(groups) for _ in g.rollouts]
+            metrics["batch/trained_groups"] = len(groups)
             if not groups:
                 return self._skip_update(metrics, timing, t_step)
         # [B*G]

@@ -424,7 +424,7 @@ def test_meds_all_groups_keeps_an_all_wrong_group_once_shaping_separates_it(poli
 
     (first, second), seen = run("all_groups")
     assert first.metrics["meds/candidate_groups"] == 1.0 and first.metrics["meds/candidate_groups_kept"] == 0.0
-    assert problems[0].id not in seen[0][1] and len(seen[0][1]) == 3
+    assert problems[0].id not in seen[0][1] and len(seen[0][1]) == 3 and first.metrics["batch/trained_groups"] == 3
     assert second.metrics["meds/candidate_groups_kept"] == 1.0
     adv, ids = seen[1]
     at = ids.index(problems[0].id)
