@@ -373,6 +373,19 @@ class GNNConfig:
 
 
 @dataclass
+class OracleNoiseConfig:
+    """reward.memreward.reward_model=oracle_noise, a DIAGNOSTIC control: the ground truth of unlabelled rollouts
+    flipped at these rates (docs/memreward.md#oracle-noise-control)."""
+
+    fpr: float = 0.1
+    """false-positive rate: the share of wrong rollouts rewarded as right"""
+    fnr: float = 0.1
+    """false-negative rate: the share of right rollouts rewarded as wrong"""
+    seed: int = 42
+    """seeds the flips: each rollout's draw is a hash of (seed, query id, step, index in its group)"""
+
+
+@dataclass
 class MemRewardConfig:
     """MemReward: the experience memory, its graph, the GNN, and how predictions become rewards."""
 
@@ -405,7 +418,11 @@ class MemRewardConfig:
     """hard: reward 1[p > threshold] (the paper); soft: the probability p"""
     reward_model: str = "gnn"
     """which model of gnn/ scores unlabelled rollouts online: gnn (the paper) | homogeneous | no_think | mlp (the
-    paper's ablations; trained by `memrl gnn` with the baselines, or alone when baselines=false)"""
+    paper's ablations; trained by `memrl gnn` with the baselines, or alone when baselines=false) | oracle_noise
+    (DIAGNOSTIC control, not a method: reads the ground truth of unlabelled queries and flips it at
+    reward.memreward.oracle_noise.fpr / fnr, the ceiling of any predictor of that quality; no warm-up)"""
+    oracle_noise: OracleNoiseConfig = field(default_factory=OracleNoiseConfig)
+    """(reward_model=oracle_noise) the error rates of the diagnostic oracle"""
     threshold: float = 0.5
     """P(correct) above which a rollout counts as right (online rewards and the GNN's validation metrics)"""
     abstain_band: list[float] | None = None
@@ -479,6 +496,16 @@ class MedsConfig:
     """count (the code: a noise vote counts the stored noise points) | exclude (vote among non-noise only)"""
     max_per_prompt: int | None = None
     """keep the newest N vectors per (prompt, correctness) memory (null: unbounded, as the paper)"""
+    cluster_source: str = "hdbscan"
+    """hdbscan: clusters from the features (meds.cluster_method, the paper) | oracle: DIAGNOSTIC control, not a
+    method: a rollout's cluster is the true strategy the synthetic training task knows (memrl.data.toys); if this
+    arm shows no gain, no clustering can (docs/meds.md#controls-and-options)"""
+    count: str = "cluster"
+    """cluster: a cluster weighs its stored rollouts (the paper) | visits: the number of distinct past steps in which
+    its rollouts were stored (HDBSCAN clusters one visit's duplicates; visits measure recurrence over time)"""
+    apply_to: str = "after_filter"
+    """after_filter: shape the groups DAPO's filter kept (the paper) | all_groups: also shape groups whose outcomes
+    are all equal, which are then trained on when shaping made their scores differ (all-wrong groups get a signal)"""
 
 
 @dataclass

@@ -59,6 +59,8 @@ class GroundTruth:
         self._labelled = frozenset(labelled)
         # every read of a label, by id: the run's label consumption (what honest accounting reports)
         self.reads: set[str] = set()
+        # reads by a DIAGNOSTIC oracle arm (oracle_answer), which sees what no method may: counted apart
+        self.oracle_reads: set[str] = set()
 
     @property
     def labelled_ids(self) -> frozenset[str]:
@@ -77,6 +79,18 @@ class GroundTruth:
     def labelled_metadata(self, problem_id: str) -> dict:
         """The full metadata (tests included) of a labelled query; raises `UnlabelledAccessError` for any other."""
         self.labelled_answer(problem_id)
+        return self._metadata[problem_id]
+
+    def oracle_answer(self, problem_id: str) -> str | None:
+        """The gold answer of any query, for a DIAGNOSTIC oracle arm only (reward.memreward.reward_model=oracle_noise:
+        ground truth with configured errors, the ceiling of a reward model of that quality). Every read is
+        recorded in `oracle_reads`, apart from `reads`; no method's reward calls this."""
+        self.oracle_reads.add(problem_id)
+        return self._answers[problem_id]
+
+    def oracle_metadata(self, problem_id: str) -> dict:
+        """The full metadata of any query, for a DIAGNOSTIC oracle arm only (see `oracle_answer`)."""
+        self.oracle_reads.add(problem_id)
         return self._metadata[problem_id]
 
     def metrics_answer(self, problem_id: str) -> str | None:

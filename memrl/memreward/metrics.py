@@ -6,6 +6,7 @@ rate (docs/methods.md#gnn-training-and-selection); a false positive rewards a wr
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -56,6 +57,33 @@ def roc_auc(score: Tensor, label: Tensor) -> float | None:
         return None
     u = float(average_ranks(score)[label].sum()) - pos * (pos + 1) / 2
     return u / (pos * neg)
+
+
+def gnn_group_auc(groups: Sequence[tuple[Sequence[float] | None, Sequence[float]]]) -> dict[str, float]:
+    """`reward/gnn_group_auc`: the reward model's AUC between the right and wrong rollouts of one group (all that
+    GRPO's group normalisation reads of a reward), averaged over the groups that hold both classes.
+
+    For metrics only: the truth is the hidden ground truth of unlabelled queries (the trainer's
+    `_metrics_only_truth`, after the step's rewards are final).
+
+    Args:
+        groups: per group, (the reward model's P(correct) of each rollout or None when it did not score the group,
+            the true outcome 1.0 / 0.0 of each rollout).
+
+    Returns:
+        {"reward/gnn_group_auc", "reward/gnn_group_auc_groups"}: the mean AUC (ties count 1/2) and the number of
+        groups it averages; {} when no scored group has both classes.
+    """
+    aucs = []
+    for probs, truth in groups:
+        if probs is None:
+            continue
+        auc = roc_auc(torch.tensor(list(probs), dtype=torch.float64), torch.tensor([t >= 0.5 for t in truth]))
+        if auc is not None:
+            aucs.append(auc)
+    if not aucs:
+        return {}
+    return {"reward/gnn_group_auc": sum(aucs) / len(aucs), "reward/gnn_group_auc_groups": float(len(aucs))}
 
 
 def binary_metrics(prob: Tensor, label: Tensor, threshold: float = 0.5) -> dict[str, float | int | None]:

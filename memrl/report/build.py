@@ -7,8 +7,8 @@ over the n samples) and pass@k, distinct answers among the n samples, the labels
 jobs are listed, not averaged. Each row carries the command that regenerates it.
 
 Figures, when their data exist: pass@k curves; final accuracy against the label ratio (when the jobs
-differ in it); reward-prediction quality over training (MemReward's metrics_only/reward_*); diversity
-over training (MEDS' meds/*).
+differ in it); reward-prediction quality over training (MemReward's metrics_only/reward_* and
+reward/gnn_group_auc); diversity and shaping over training (MEDS' meds/*, meds/adv_shift).
 """
 
 from __future__ import annotations
@@ -32,12 +32,14 @@ QUALITY_KEYS = [
     ("metrics_only/reward_f1", "reward F1 on unlabelled rollouts"),
     ("metrics_only/reward_fpr", "reward false-positive rate"),
     ("metrics_only/acc_unlabelled", "true accuracy on unlabelled queries"),
+    ("reward/gnn_group_auc", "reward model's AUC within groups"),
 ]
 DIVERSITY_KEYS = [
     ("meds/distinct_answers", "distinct answers per group"),
     ("meds/answer_novelty", "answers new for their prompt"),
     ("meds/top1_eigen_ratio", "top-1 eigenvalue ratio of the features"),
     ("meds/penalised_frac", "share of rollouts penalised"),
+    ("meds/adv_shift", "advantage shift of shaped groups"),
 ]
 TRAINING_KEYS = [
     ("reward/acc_generated", "training accuracy (generated)"),

@@ -14,27 +14,47 @@ Phase 2 (`shape`), after dynamic sampling and inside the trainer's existing no-g
 Correctness is the outcome the reward believes in: the ground truth on labelled queries, MemReward's
 prediction on unlabelled ones (this combination is ours; neither paper has it). A rollout without an anchor
 gets no feature, no memory entry and no penalty. Everything (memory, answer history) is checkpointed.
+
+Options beyond the paper (issue 21; docs/meds.md#controls-and-options), each default the paper's:
+
+- `meds.cluster_source=oracle`, a DIAGNOSTIC control: the cluster of a rollout is its true strategy, read
+  from the synthetic task (`oracle_labeller`), not HDBSCAN's; it measures what a perfect clustering gives.
+- `meds.count=visits`: a cluster weighs its distinct past visits, not its stored rollouts (`ErrorMemory`).
+- `meds.apply_to=all_groups`: groups whose outcomes are all equal (all wrong, under the default target) are
+  shaped too. DAPO's filter keeps them as candidates (`mark_shaping_candidates`); after shaping, a candidate
+  is trained only if its scores now differ (`keep_after_shaping`). The trainer calls both.
+- `meds/adv_shift` (`advantage_shift`): how much shaping moved the advantages of the groups it changed.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import time
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 import torch
 
 from memrl.config.schema import MedsConfig
+from memrl.data.problem import Problem
 from memrl.errors import UserError
 from memrl.grading.extract import extract_answer
 from memrl.meds.anchor import AnchorFinder
 from memrl.meds.diversity import AnswerNovelty, distinct_answers, top1_eigen_ratio
 from memrl.meds.features import final_norm_module, layer_logits, output_head, select_layers
-from memrl.meds.memory import CLUSTER_METHODS, NOISE_MODES, ErrorMemory
+from memrl.meds.memory import CLUSTER_METHODS, CLUSTER_SOURCES, COUNT_MODES, NOISE_MODES, ErrorMemory
 from memrl.meds.penalty import PENALTY_TARGETS, cluster_penalty, penalise, penalty_applies
 from memrl.rewards.base import Group, HiddenStateRequest, RewardComponent, RewardContext, ScoringOutputs
 from memrl.rewards.registry import BuildContext, RewardSpec
+
+log = logging.getLogger(__name__)
+
+APPLY_TO = ("after_filter", "all_groups")
+# per-group extras: the scores before MEDS shaped them, and DAPO's candidates of apply_to=all_groups
+UNSHAPED_SCORE = "meds_unshaped_score"
+CANDIDATE = "meds_candidate"
 
 
 class MEDSShaper(RewardComponent):
@@ -49,6 +69,9 @@ class MEDSShaper(RewardComponent):
         last_n_layers: layers kept (None: half); layer_diff: consecutive differences instead.
         final_norm: apply the final norm to every layer.
         answer_formats: how final answers are read for the answer-diversity metrics.
+        oracle_label: (memory.source="oracle", a DIAGNOSTIC control) (problem, completion) -> the rollout's
+            true strategy, its cluster; None otherwise.
+        apply_to: after_filter (the paper) | all_groups (DAPO keeps uniform groups as candidates).
     """
 
     name = "meds"
@@ -66,9 +89,15 @@ class MEDSShaper(RewardComponent):
         layer_diff: bool = MedsConfig.layer_diff,
         final_norm: bool = MedsConfig.final_norm,
         answer_formats: tuple[str, ...] = ("boxed", "hash"),
+        oracle_label: Callable[[Problem, str], str | None] | None = None,
+        apply_to: str = MedsConfig.apply_to,
     ) -> None:
         if penalty_target not in PENALTY_TARGETS:
             raise ValueError(f"unknown meds.penalty_target={penalty_target}; valid: {', '.join(PENALTY_TARGETS)}")
+        if apply_to not in APPLY_TO:
+            raise ValueError(f"unknown meds.apply_to={apply_to}; valid: {', '.join(APPLY_TO)}")
+        if (oracle_label is None) != (memory.source != "oracle"):
+            raise ValueError("an oracle_label function is given exactly when the memory's source is 'oracle'")
         self.anchor = AnchorFinder(tokenizer, anchor_patterns)
         self.memory = memory
         self.target = penalty_target
@@ -79,6 +108,8 @@ class MEDSShaper(RewardComponent):
         self.final_norm = bool(final_norm)
         self.answer_formats = tuple(answer_formats)
         self.novelty = AnswerNovelty()
+        self.oracle_label = oracle_label
+        self.apply_to = apply_to
 
     def hidden_state_request(self) -> HiddenStateRequest:
         return HiddenStateRequest(positions=lambda rollouts: [self.anchor(r.token_ids, r.text) for r in rollouts])
@@ -112,7 +143,12 @@ class MEDSShaper(RewardComponent):
             by_key.setdefault((owner[i].problem.id, int(correct[i])), []).append(j)
         t1 = time.perf_counter()
         keys = list(by_key)
-        sizes_per_key = self.memory.step([(k, feats[by_key[k]].numpy()) for k in keys])
+        given = None
+        if self.oracle_label is not None:  # the diagnostic control: each rollout's true strategy is its cluster
+            given = [
+                [self.oracle_label(owner[rows[j]].problem, rollouts[rows[j]].text) for j in by_key[k]] for k in keys
+            ]
+        sizes_per_key = self.memory.step([(k, feats[by_key[k]].numpy()) for k in keys], given)
         t_cluster = time.perf_counter() - t1
 
         sizes = np.zeros(len(rollouts), dtype=np.int64)
@@ -123,6 +159,7 @@ class MEDSShaper(RewardComponent):
         start = 0
         for g in groups:
             end = start + len(g.rollouts)
+            g.extra[UNSHAPED_SCORE] = list(g.score)
             g.score = [
                 penalise(s, c, int(n), self.target, self.alpha, self.cap)
                 for s, c, n in zip(g.score, correct[start:end], sizes[start:end])
@@ -133,6 +170,7 @@ class MEDSShaper(RewardComponent):
         answers = [[extract_answer(r.text, self.answer_formats) for r in g.rollouts] for g in groups]
         clusters = [self.memory.cluster_counts(k) for k in keys]
         wrong_sizes = [int(n) for n, c in zip(sizes, correct) if not c]
+        candidates = [g for g in groups if g.extra.get(CANDIDATE)]
         out = {
             "meds/anchored_frac": len(rows) / max(1, len(rollouts)),
             "meds/penalised_frac": sum(p > 0 for p in penalties) / max(1, len(rollouts)),
@@ -149,6 +187,9 @@ class MEDSShaper(RewardComponent):
             "meds/time_cluster_s": t_cluster,
             "meds/time_total_s": time.perf_counter() - t0,
         }
+        if self.apply_to == "all_groups":
+            out["meds/candidate_groups"] = float(len(candidates))
+            out["meds/candidate_groups_kept"] = float(sum(keep_after_shaping(candidates)))
         return out
 
     def state_dict(self) -> dict[str, Any]:
@@ -168,6 +209,9 @@ def check_meds_config(cfg: Any) -> None:
         ("penalty_target", str(meds_cfg.penalty_target), PENALTY_TARGETS),
         ("cluster_method", str(meds_cfg.cluster_method), CLUSTER_METHODS),
         ("noise", str(meds_cfg.noise), NOISE_MODES),
+        ("cluster_source", str(meds_cfg.cluster_source), CLUSTER_SOURCES),
+        ("count", str(meds_cfg.count), COUNT_MODES),
+        ("apply_to", str(meds_cfg.apply_to), APPLY_TO),
     ]
     for key, value, valid in checks:
         if value not in valid:
@@ -182,6 +226,13 @@ def check_meds_config(cfg: Any) -> None:
         raise UserError(f"meds.max_per_prompt must be >= 1 or null, got {meds_cfg.max_per_prompt}")
     if not any(str(p) for p in meds_cfg.anchor_patterns):
         raise UserError("meds.anchor_patterns is empty: give at least one, e.g. ['\\\\boxed{'] or ['####']")
+    if str(meds_cfg.cluster_source) == "oracle":
+        if str(meds_cfg.cluster_method) != "hdbscan":
+            raise UserError(
+                f"meds.cluster_source=oracle replaces the clustering: it cannot be combined with "
+                f"meds.cluster_method={meds_cfg.cluster_method} (leave it at hdbscan)"
+            )
+        oracle_labeller(cfg)
 
 
 def build_meds(cfg: Any, ctx: BuildContext) -> MEDSShaper | None:
@@ -192,6 +243,13 @@ def build_meds(cfg: Any, ctx: BuildContext) -> MEDSShaper | None:
     check_meds_config(cfg)
     if ctx.tokenizer is None:
         raise ValueError("meds.enable needs the policy's tokenizer")
+    oracle = None
+    if str(meds_cfg.cluster_source) == "oracle":
+        oracle = oracle_labeller(cfg)
+        log.warning(
+            "meds.cluster_source=oracle: a DIAGNOSTIC control; clusters are the task's true strategies, which no "
+            "method can read (docs/meds.md#controls-and-options)"
+        )
     memory = ErrorMemory(
         k=int(meds_cfg.k),
         method=str(meds_cfg.cluster_method),
@@ -199,6 +257,8 @@ def build_meds(cfg: Any, ctx: BuildContext) -> MEDSShaper | None:
         min_samples=int(meds_cfg.min_samples),
         noise=str(meds_cfg.noise),
         max_per_key=None if meds_cfg.max_per_prompt is None else int(meds_cfg.max_per_prompt),
+        source=str(meds_cfg.cluster_source),
+        count=str(meds_cfg.count),
     )
     return MEDSShaper(
         ctx.tokenizer,
@@ -211,7 +271,103 @@ def build_meds(cfg: Any, ctx: BuildContext) -> MEDSShaper | None:
         layer_diff=bool(meds_cfg.layer_diff),
         final_norm=bool(meds_cfg.final_norm),
         answer_formats=tuple(str(getattr(f, "value", f)) for f in cfg.grading.answer_formats),
+        oracle_label=oracle,
+        apply_to=str(meds_cfg.apply_to),
     )
+
+
+def oracle_labeller(cfg: Any) -> Callable[[Problem, str], str | None]:
+    """meds.cluster_source=oracle (a DIAGNOSTIC control): (problem, completion) -> the strategy the training task
+    knows produced it (`memrl.data.toys.behaviour_of`: the rule of rule_tags, the strategy of meds_strategies, the
+    form of arithmetic), None when its answer matches none. Only the synthetic tasks know one.
+
+    Raises:
+        UserError: the training set is not the synthetic task.
+    """
+    ts = cfg.data.train_set
+    source = None if ts is None else str(getattr(ts.source, "value", ts.source))
+    if source != "synthetic":
+        what = "no data.train_set" if ts is None else f"data.train_set {ts.name} (source={source})"
+        raise UserError(
+            "meds.cluster_source=oracle (a diagnostic control) needs a training task that knows each rollout's "
+            f"strategy, i.e. data.train_set.source=synthetic (data.synthetic.task: arithmetic | rule_tags | "
+            f"meds_strategies); this run has {what}: use meds.cluster_source=hdbscan"
+        )
+    from memrl.data.toys import behaviour_of
+
+    task = cfg.data.synthetic
+    return lambda problem, completion: behaviour_of(task, problem, completion)
+
+
+def _meds_shaper(components: Sequence[Any]) -> MEDSShaper | None:
+    return next((c for c in components if isinstance(c, MEDSShaper)), None)
+
+
+def mark_shaping_candidates(components: Sequence[Any], groups: Sequence[Group]) -> list[bool]:
+    """DAPO's filter with meds.apply_to=all_groups: which judged groups with equal outcomes (not kept by the
+    filter) MEDS may still shape: those whose correctness its penalty_target applies to (all wrong, under the
+    default). They are marked as candidates (`CANDIDATE`) and kept; `keep_after_shaping` drops those whose
+    scores shaping left equal. All False without such a shaper (meds.apply_to=after_filter, the paper).
+
+    Args:
+        components: the reward pipeline's components.
+        groups: judged groups.
+    """
+    shaper = _meds_shaper(components)
+    if shaper is None or shaper.apply_to != "all_groups":
+        return [False] * len(groups)
+    out = []
+    for g in groups:
+        uniform = len({float(o) for o in g.outcome}) == 1
+        ok = uniform and penalty_applies(float(g.outcome[0]) >= 0.5, shaper.target)
+        if ok:
+            g.extra[CANDIDATE] = True
+        out.append(ok)
+    return out
+
+
+def keep_after_shaping(groups: Sequence[Group]) -> list[bool]:
+    """After shaping: False for a candidate of `mark_shaping_candidates` whose scores are still all equal (up to
+    float rounding, as `grpo_advantages` treats them: a spread at most 1e-6 of the scale), True otherwise."""
+
+    def equal(scores: list[float]) -> bool:
+        return max(scores) - min(scores) <= 1e-6 * max(1.0, *(abs(s) for s in scores))
+
+    return [not (g.extra.get(CANDIDATE) and equal(g.score)) for g in groups]
+
+
+def advantage_shift(
+    groups: Sequence[Group], advantages: torch.Tensor, estimate: Callable[[torch.Tensor], torch.Tensor]
+) -> dict[str, float]:
+    """`meds/adv_shift`: over the rollouts of the groups MEDS changed, mean |A_shaped - A_unshaped| / mean
+    |A_unshaped|, and the numerator alone (`meds/adv_shift_abs`).
+
+    The ratio is left out when the unshaped advantages of those groups are all 0 (only all-wrong candidates of
+    meds.apply_to=all_groups were changed: shaping made their whole signal).
+
+    Args:
+        groups: the trained groups, in batch order, after shaping.
+        advantages: [N] the advantages of their shaped scores.
+        estimate: [N] scores -> [N] advantages, the run's estimator (with the same groups).
+
+    Returns:
+        {} when MEDS shaped nothing this step.
+    """
+    if not any(UNSHAPED_SCORE in g.extra for g in groups):
+        return {}
+    before = torch.tensor([s for g in groups for s in g.extra.get(UNSHAPED_SCORE, g.score)], dtype=torch.float32)
+    changed = torch.tensor(
+        [g.extra.get(UNSHAPED_SCORE, g.score) != g.score for g in groups for _ in g.rollouts], dtype=torch.bool
+    )
+    if not changed.any():
+        return {"meds/adv_shift": 0.0, "meds/adv_shift_abs": 0.0}
+    shaped, unshaped = advantages.detach().float().cpu()[changed], estimate(before)[changed]
+    shift = (shaped - unshaped).abs().mean().item()
+    out = {"meds/adv_shift_abs": shift}
+    scale = unshaped.abs().mean().item()
+    if scale > 0:
+        out["meds/adv_shift"] = shift / scale
+    return out
 
 
 # the registry's entry (memrl.rewards.registry)

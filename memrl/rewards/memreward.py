@@ -13,11 +13,14 @@ With `growth` (beyond the paper, off by default), the labelled groups of every s
 the outcomes `GroundTruthReward` gave them, and every `refresh_every` steps the model is fine-tuned on the
 grown memory (`RewardPredictor.refresh`).
 
-It never reads a label: groups arrive without answers and it does not call `ctx.labels`.
+It never reads a label: groups arrive without answers and it does not call `ctx.labels`. The one exception is
+the DIAGNOSTIC control `reward_model=oracle_noise` (`memrl.rewards.oracle.OracleNoiseReward`), which replaces
+the GNN by the ground truth flipped at configured rates and reads it through `GroundTruth.oracle_answer`.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -33,11 +36,16 @@ from memrl.memreward.graph import DIRECTIONS
 from memrl.memreward.predictor import RewardPredictor
 from memrl.memreward.training import SELECT_BY
 from memrl.rewards.base import Group, RewardComponent, RewardContext
-from memrl.rewards.oracle import GroundTruthReward
+from memrl.rewards.oracle import GroundTruthReward, OracleNoiseReward
 from memrl.rewards.registry import BuildContext, RewardSpec
 from memrl.rollout.split import split_thinking_answer
 
+log = logging.getLogger(__name__)
+
 REWARD_MODES = ("hard", "soft")
+# the diagnostic control in the reward model's place (`memrl.rewards.oracle.OracleNoiseReward`): no warm-up, no GNN
+ORACLE_NOISE = "oracle_noise"
+REWARD_MODELS = (*MODEL_KINDS, ORACLE_NOISE)
 
 
 @dataclass
@@ -173,7 +181,7 @@ def check_memreward_config(cfg: Any) -> None:
         ("direction", mr.direction, DIRECTIONS),
         ("reward_mode", mr.reward_mode, REWARD_MODES),
         ("gnn.select_by", mr.gnn.select_by, SELECT_BY),
-        ("reward_model", mr.reward_model, MODEL_KINDS),
+        ("reward_model", mr.reward_model, REWARD_MODELS),
     ]:
         if str(value) not in valid:
             raise UserError(f"unknown reward.memreward.{key}={value}; valid: {', '.join(valid)}")
@@ -183,6 +191,10 @@ def check_memreward_config(cfg: Any) -> None:
         raise UserError(f"reward.memreward.refresh_every must be >= 1, got {mr.refresh_every}")
     if int(mr.k) < 1:
         raise UserError(f"reward.memreward.k must be >= 1, got {mr.k}")
+    for key in ("fpr", "fnr"):
+        rate = float(mr.oracle_noise[key])
+        if not 0.0 <= rate <= 1.0:
+            raise UserError(f"reward.memreward.oracle_noise.{key} must be in [0, 1], got {rate}")
     if mr.abstain_band is not None:
         lo, hi = (float(x) for x in mr.abstain_band)
         if not 0.0 <= lo < hi <= 1.0:
@@ -222,7 +234,18 @@ def memreward_component(cfg: Any, run_dir: Any, encoder: Any) -> MemRewardReward
 
 
 def _build(cfg: Any, ctx: BuildContext) -> list[RewardComponent]:
-    """Ground truth on labelled queries, the GNN's prediction on the others, after the warm-up (run if needed)."""
+    """Ground truth on labelled queries, the GNN's prediction on the others, after the warm-up (run if needed);
+    with reward_model=oracle_noise, the diagnostic noisy oracle on the others instead (no warm-up)."""
+    mr = cfg.reward.memreward
+    if str(mr.reward_model) == ORACLE_NOISE:
+        on = mr.oracle_noise
+        log.warning(
+            "reward.memreward.reward_model=oracle_noise: a DIAGNOSTIC control that reads the ground truth of "
+            "unlabelled queries (flipped at fpr %.3g, fnr %.3g); not a method (docs/memreward.md#oracle-noise-control)",
+            float(on.fpr),
+            float(on.fnr),
+        )
+        return [GroundTruthReward(), OracleNoiseReward(float(on.fpr), float(on.fnr), int(on.seed))]
     if ctx.warmup is None:
         raise ValueError("reward=memreward needs the warm-up (BuildContext.warmup)")
     warm = ctx.warmup()

@@ -44,8 +44,9 @@ from memrl.data.labels import GroundTruth
 from memrl.data.problem import Problem
 from memrl.errors import UserError
 from memrl.grading import GradeItem
-from memrl.memreward.metrics import binary_metrics
+from memrl.memreward.metrics import binary_metrics, gnn_group_auc
 from memrl.rewards.base import Group, RewardContext, RewardPipeline, ScoringOutputs
+from memrl.rewards.meds import advantage_shift, keep_after_shaping, mark_shaping_candidates
 from memrl.rl import checkpoint as ckpt
 from memrl.rl.batch import RolloutBatch, build_batch
 from memrl.rl.core_algos import ADV_ESTIMATORS, KL_ESTIMATORS, POLICY_LOSSES, agg_loss, mixed_groups
@@ -287,7 +288,9 @@ class Trainer:
             judged = [g for g in groups if g.judged]
             if fg.enable:
                 # on the binary outcome, never on a shaped score (shaped all-fail groups would survive)
-                judged = [g for g, ok in zip(judged, mixed_groups([g.outcome for g in judged])) if ok]
+                # meds.apply_to=all_groups: uniform groups MEDS may shape stay as candidates (rewards/meds.py)
+                extra = mark_shaping_candidates(self.pipeline.components, judged)
+                judged = [g for g, ok, c in zip(judged, mixed_groups([g.outcome for g in judged]), extra) if ok or c]
             kept += judged
             if not fg.enable or len(kept) >= batch_size:
                 break
@@ -311,12 +314,7 @@ class Trainer:
         metrics.update(self._generation_metrics(generated))
         metrics.update(self.pipeline.metrics(generated))
         if not groups:
-            log.warning("step %d: no group to train on (all outcomes equal); skipping the update", self.step + 1)
-            with warnings.catch_warnings():  # the schedule counts RL steps, updated or not
-                warnings.simplefilter("ignore", UserWarning)
-                self.scheduler.step()
-            metrics.update(self._time_metrics(timing, t_step, 0))
-            return StepResult(metrics, [])
+            return self._skip_update(metrics, timing, t_step)
 
         rollouts = [r for g in groups for r in g.rollouts]
         gids = [i for i, g in enumerate(groups) for _ in g.rollouts]
@@ -349,10 +347,19 @@ class Trainer:
             groups, ScoringOutputs(hidden_states=hidden, positions=positions, model=self.model), self._context()
         )
         metrics.update(shape_metrics)
+        keep = keep_after_shaping(groups)  # meds.apply_to=all_groups: candidates shaping left uniform are dropped
+        if not all(keep):
+            batch = batch.select([i for i, k in enumerate(k for g, k in zip(groups, keep) for _ in g.rollouts) if k])
+            groups = [g for g, k in zip(groups, keep) if k]
+            gids = [i for i, g in enumerate(groups) for _ in g.rollouts]
+            metrics["batch/trained_groups"] = len(groups)
+            if not groups:
+                return self._skip_update(metrics, timing, t_step)
         # [B*G]
         batch.scores = torch.tensor([x for g in groups for x in g.score], dtype=torch.float32, device=self.device)
         adv = self.adv_estimator.outcome(batch.scores.cpu(), gids, self.cfg.algo).to(self.device)  # [B*G]
         batch.advantages = adv.unsqueeze(1) * batch.response_mask  # [B*G, L]
+        metrics.update(advantage_shift(groups, adv, lambda s: self.adv_estimator.outcome(s, gids, self.cfg.algo)))
         timing["adv"] = time.time() - t
         metrics.update(
             {
@@ -372,6 +379,14 @@ class Trainer:
         metrics.update(self._time_metrics(timing, t_step, int(batch.attention_mask.sum().item())))
         metrics.update(self._metrics_only_truth(generated))
         return StepResult(metrics, groups)
+
+    def _skip_update(self, metrics: dict[str, float], timing: dict[str, float], t_step: float) -> StepResult:
+        log.warning("step %d: no group to train on (all outcomes equal); skipping the update", self.step + 1)
+        with warnings.catch_warnings():  # the schedule counts RL steps, updated or not
+            warnings.simplefilter("ignore", UserWarning)
+            self.scheduler.step()
+        metrics.update(self._time_metrics(timing, t_step, 0))
+        return StepResult(metrics, [])
 
     def _metrics_only_truth(self, generated: list[Group]) -> dict[str, float]:
         """How right the rewards were on unlabelled queries, from their ground truth: metrics only.
@@ -393,6 +408,9 @@ class Trainer:
         believed = [o for g in todo for o in g.outcome]
         pairs = [(t, b) for t, b in zip(truth, believed) if b is not None]
         out = {"metrics_only/acc_unlabelled": _mean(truth)}
+        # reward/gnn_group_auc: the reward model's ranking within each group, where GRPO reads it
+        rows = iter(truth)
+        out.update(gnn_group_auc([(g.extra.get("gnn_prob"), [next(rows) for _ in g.rollouts]) for g in todo]))
         if pairs:
             # the believed outcome as a prediction of the truth: how good the reward model was this step
             m = binary_metrics(torch.tensor([b for _, b in pairs]), torch.tensor([t for t, _ in pairs]))

@@ -270,7 +270,9 @@ def run(cfg: DictConfig, run_dir: RunDir) -> dict[str, Any]:
     summary = {
         "steps": trainer.step,
         "train_seconds": round(train_seconds, 1),
-        "labels": label_accounting(float(cfg.reward.label_ratio), len(labelled), ground_truth.reads, val_ids, warmup),
+        "labels": label_accounting(float(cfg.reward.label_ratio), len(labelled), ground_truth.reads, val_ids, warmup)
+        # a diagnostic oracle arm (reward.memreward.reward_model=oracle_noise) read unlabelled queries too
+        | ({"diagnostic_oracle_labels_read": len(ground_truth.oracle_reads)} if ground_truth.oracle_reads else {}),
         "initial": carried if initial is None else initial["overall"],
         "final": None if final is None else final["overall"],
         "last_step": history[-1] if history else None,

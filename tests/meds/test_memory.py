@@ -88,3 +88,51 @@ def test_cap_keeps_the_newest_and_state_round_trips():
     np.testing.assert_array_equal(restored.entries[key].labels, mem.entries[key].labels)
     probe = np.array([[0.05, 1.0]], dtype=np.float32)
     assert restored.cluster_sizes(key, probe).tolist() == mem.cluster_sizes(key, probe).tolist() == [4]
+
+
+def test_count_visits_gives_the_number_of_distinct_steps():
+    """One key, one cluster (method single): 3 vectors at step 0, 2 at step 1, none at step 2 (another key),
+    4 at step 3. A probe then falls into a cluster of 9 stored vectors from 3 distinct visits."""
+    key = ("q", 0)
+    for count, expected in [("cluster", 9), ("visits", 3)]:
+        mem = ErrorMemory(method="single", count=count)
+        mem.step([(key, EAST)])
+        mem.step([(key, NORTH[:2])])
+        mem.step([(("other", 0), EAST)])
+        mem.step([(key, NORTH)])
+        assert mem.cluster_sizes(key, EAST[:1]).tolist() == [expected]
+        assert mem.entries[key].visits.tolist() == [0, 0, 0, 1, 1, 3, 3, 3, 3]
+    # HDBSCAN: the three east vectors of one visit are one cluster of 3 vectors but of a single visit
+    mem = ErrorMemory(count="visits")
+    mem.step([(key, np.concatenate([EAST, NORTH]))])
+    mem.step([(key, NORTH[:1])])
+    assert mem.cluster_sizes(key, np.array([[1.0, 0.015], [0.02, 1.5]], dtype=np.float32)).tolist() == [1, 2]
+
+
+def test_oracle_source_clusters_by_the_given_label():
+    """The issue's example: one error made 5 times per visit over 4 visits is a cluster of 20 rollouts, or of 4
+    visits; the vectors themselves play no part (all identical here), a label never seen is a cluster of 0 and
+    an unlabelled vector is noise."""
+    key = ("q", 0)
+    same = np.ones((8, 2), dtype=np.float32)
+    for count, expected in [("cluster", [20, 12, 0, 1]), ("visits", [4, 4, 0, 1])]:
+        mem = ErrorMemory(source="oracle", count=count)
+        for visit in range(4):
+            labels = ["slip"] * 5 + ["skip"] * 3 if visit else ["slip"] * 5 + ["skip"] * 2 + [None]
+            if visit == 3:
+                labels = ["slip"] * 5 + ["skip"] * 3 + ["skip"]
+            mem.step([(key, np.ones((len(labels), 2), dtype=np.float32))], [labels])
+        assert mem.cluster_sizes(key, same[:4], ["slip", "skip", "guess", None]).tolist() == expected
+        # noise=exclude: an unlabelled vector joins no cluster
+        mem.noise = "exclude"
+        assert mem.cluster_sizes(key, same[:1], [None]).tolist() == [0]
+        restored = ErrorMemory(source="oracle", count=count)
+        restored.load_state_dict(mem.state_dict())
+        assert restored.visits == 4 and restored.codes == mem.codes
+        assert restored.cluster_sizes(key, same[:2], ["slip", "skip"]).tolist() == expected[:2]
+    with pytest.raises(ValueError, match="exactly when source='oracle'"):
+        ErrorMemory(source="oracle").step([(key, same)])
+    with pytest.raises(ValueError, match="exactly when source='oracle'"):
+        ErrorMemory().step([(key, same)], [["slip"] * 8])
+    with pytest.raises(ValueError, match="cluster, visits"):
+        ErrorMemory(count="often")

@@ -96,3 +96,24 @@ def test_bad_inputs_are_refused():
         binary_metrics(torch.rand(3), torch.ones(2))
     with pytest.raises(ValueError, match="only 0 and 1"):
         binary_metrics(torch.rand(2), torch.tensor([1.0, float("nan")]))
+
+
+def test_gnn_group_auc_by_hand():
+    """Per group, the AUC over its (right, wrong) pairs; the mean over groups holding both classes.
+
+    group 1: right 0.9, 0.4; wrong 0.4, 0.1: pairs (0.9, 0.4) 1, (0.9, 0.1) 1, (0.4, 0.4) tie 1/2, (0.4, 0.1) 1
+             -> 3.5 / 4 = 0.875
+    group 2: right 0.2, wrong 0.8 -> 0
+    group 3: only right rollouts -> skipped;  group 4: not scored by the reward model -> skipped
+    mean (0.875 + 0) / 2 = 0.4375 over 2 groups.
+    """
+    from memrl.memreward.metrics import gnn_group_auc
+
+    groups = [
+        ([0.9, 0.4, 0.4, 0.1], [1.0, 1.0, 0.0, 0.0]),
+        ([0.2, 0.8], [1.0, 0.0]),
+        ([0.3, 0.6], [1.0, 1.0]),
+        (None, [1.0, 0.0]),
+    ]
+    assert gnn_group_auc(groups) == {"reward/gnn_group_auc": 0.4375, "reward/gnn_group_auc_groups": 2.0}
+    assert gnn_group_auc(groups[2:]) == {}

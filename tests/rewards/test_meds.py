@@ -186,9 +186,89 @@ def test_bad_meds_settings_name_the_key(compose_eval):
         ("meds.cluster_method=kmeans", "meds.cluster_method=kmeans; valid: hdbscan, single"),
         ("meds.min_cluster_size=1", "meds.min_cluster_size must be >= 2"),
         ("meds.anchor_patterns=[]", "meds.anchor_patterns is empty"),
+        ("meds.cluster_source=truth", "meds.cluster_source=truth; valid: hdbscan, oracle"),
+        ("meds.count=rollouts", "meds.count=rollouts; valid: cluster, visits"),
+        ("meds.apply_to=everything", "meds.apply_to=everything; valid: after_filter, all_groups"),
+        ("meds.cluster_source=oracle meds.cluster_method=single", "cannot be combined with meds.cluster_method=single"),
+        ("meds.cluster_source=oracle data=gsm8k_rl", "this run has data.train_set gsm8k-train (source=bundled)"),
     ]:
-        cfg = compose_eval("meds=enabled", override, config_name="train")
+        cfg = compose_eval("meds=enabled", *override.split(), config_name="train")
         with pytest.raises(UserError, match=re.escape(message)):
             check_reward_config(cfg)
         with pytest.raises(UserError, match=re.escape(message)):
             build_reward_pipeline(cfg, BuildContext(tokenizer=tok))
+
+
+def test_oracle_cluster_source_reads_the_tasks_strategy(compose_eval):
+    """On the synthetic tasks the oracle cluster is the behaviour the task knows produced a completion."""
+    from memrl.data.toys import behaviour_of
+    from memrl.rewards.meds import oracle_labeller
+    from memrl.rewards.registry import BuildContext, build_reward_pipeline
+
+    cfg = compose_eval("meds=enabled", "meds.cluster_source=oracle", "data=meds_strategies", config_name="train")
+    shaper = build_reward_pipeline(cfg, BuildContext(tokenizer=PieceTokenizer())).components[-1]
+    assert shaper.memory.source == "oracle" and shaper.memory.count == "cluster"
+    label = oracle_labeller(cfg)
+    problem = Problem("p", "Compute 37 + 8 - 5.", None)
+    for text in ["Careful: 37 + 8 = 45. 45 - 5 = 40. \\boxed{40}", "Guess: about 37. \\boxed{37}", "\\boxed{1000}"]:
+        assert label(problem, text) == behaviour_of(cfg.data.synthetic, problem, text)
+    assert label(problem, "Careful: \\boxed{40}") == "careful" and label(problem, "\\boxed{1000}") is None
+
+
+def test_shaper_with_oracle_clusters_and_visit_counts():
+    """Identical features, different strategies: the oracle separates what the features cannot."""
+    labels = iter(["slip", "slip", "skip"] * 2)
+    shaper = MEDSShaper(
+        PieceTokenizer(),
+        ErrorMemory(source="oracle", count="visits"),
+        last_n_layers=0,
+        oracle_label=lambda problem, text: next(labels),
+    )
+    row = [0, 0, 2.0, 0, 0]
+    _step(shaper, [0.0, 0.0, 0.0], [row] * 3, [1, 1, 1])
+    g, _, _ = _step(shaper, [0.0, 0.0, 0.0], [row] * 3, [1, 1, 1])
+    assert g.extra["meds_cluster_size"] == [1, 1, 1]  # one past visit each, whatever its rollouts
+    assert g.extra["meds_unshaped_score"] == [0.0, 0.0, 0.0]
+    with pytest.raises(ValueError, match="oracle_label function is given exactly"):
+        MEDSShaper(PieceTokenizer(), ErrorMemory(source="oracle"))
+
+
+def test_candidates_and_the_advantage_shift_by_hand():
+    """mark_shaping_candidates picks the uniform groups the target applies to; keep_after_shaping drops those
+    still uniform. advantage_shift with s - mean(s) as the estimator: group [1, 0, 0, 0] shaped to
+    [1, -0.2, 0, 0]: A_unshaped = .75, -.25, -.25, -.25 and A_shaped = .8, -.4, -.2, -.2; |diff| averages
+    (.05 + .15 + .05 + .05) / 4 = .075 and mean |A_unshaped| = 1.5 / 4 = .375: a shift of 0.2. The untouched
+    group [1, 0] does not count."""
+    from memrl.rewards.meds import CANDIDATE, advantage_shift, keep_after_shaping, mark_shaping_candidates
+
+    def group(outcome, score=None):
+        g = Group(Problem("q", "Compute 2 + 2.", None), "p", [_rollout([0])] * len(outcome), True)
+        g.outcome, g.score = list(outcome), list(score if score is not None else outcome)
+        return g
+
+    groups = [group([0.0, 0.0]), group([1.0, 1.0]), group([1.0, 0.0])]
+    after = MEDSShaper(PieceTokenizer(), ErrorMemory())
+    assert mark_shaping_candidates([after], groups) == [False, False, False]
+    both = MEDSShaper(PieceTokenizer(), ErrorMemory(), penalty_target="both", apply_to="all_groups")
+    wrong = MEDSShaper(PieceTokenizer(), ErrorMemory(), apply_to="all_groups")
+    assert mark_shaping_candidates([both], groups) == [True, True, False]
+    groups = [group([0.0, 0.0]), group([1.0, 1.0]), group([1.0, 0.0])]
+    assert mark_shaping_candidates([wrong], groups) == [True, False, False]
+    assert [bool(g.extra.get(CANDIDATE)) for g in groups] == [True, False, False]
+    assert keep_after_shaping(groups) == [False, True, True]
+    groups[0].score = [-0.1, -0.2]
+    assert keep_after_shaping(groups) == [True, True, True]
+
+    shaped = group([1.0, 0.0, 0.0, 0.0], [1.0, -0.2, 0.0, 0.0])
+    shaped.extra["meds_unshaped_score"] = [1.0, 0.0, 0.0, 0.0]
+    untouched = group([1.0, 0.0])
+    untouched.extra["meds_unshaped_score"] = [1.0, 0.0]
+    gids = torch.tensor([0, 0, 0, 0, 1, 1])
+
+    def centre(s):
+        return torch.cat([s[gids == k] - s[gids == k].mean() for k in (0, 1)])
+
+    adv = centre(torch.tensor([1.0, -0.2, 0.0, 0.0, 1.0, 0.0]))
+    m = advantage_shift([shaped, untouched], adv, centre)
+    assert m["meds/adv_shift_abs"] == pytest.approx(0.075) and m["meds/adv_shift"] == pytest.approx(0.2)
+    assert advantage_shift([group([1.0, 0.0])], adv[4:], centre) == {}  # MEDS did not run

@@ -14,7 +14,8 @@ from memrl.memreward.encoder import TextEncoder
 from memrl.memreward.gnn import build_model
 from memrl.memreward.predictor import RewardPredictor
 from memrl.rewards.base import Group, RewardContext
-from memrl.rewards.memreward import MemRewardReward
+from memrl.rewards.memreward import ORACLE_NOISE, REWARD_MODELS, MemRewardReward
+from memrl.rewards.oracle import OracleNoiseReward
 from memrl.rollout.records import Rollout
 
 SPEC = {"kind": "gnn", "in_dim": 384, "feat_dim": 3, "hidden": 16, "heads": 2, "layers": 2, "dropout": 0.0}
@@ -46,10 +47,18 @@ def _predictor(encoder, seed=0):
 
 
 class _Sealed(GroundTruth):
-    """A label store that fails the test on any read of an unlabelled query's answer, metrics included."""
+    """A label store that fails the test on any read of an unlabelled query's answer, metrics included; the
+    diagnostic oracle's reads only with `oracle_allowed`."""
+
+    oracle_allowed = False
 
     def metrics_answer(self, problem_id):
         raise AssertionError(f"the reward path read the hidden ground truth of {problem_id}")
+
+    def oracle_answer(self, problem_id):
+        if not self.oracle_allowed:
+            raise AssertionError(f"a reward that is no oracle arm read the ground truth of {problem_id}")
+        return super().oracle_answer(problem_id)
 
 
 def _groups():
@@ -166,3 +175,56 @@ def test_memory_growth_adds_labelled_groups_and_refreshes(encoder):
     other = MemRewardReward(_predictor(encoder, seed=3), growth=growth)
     other.load_state_dict(component.state_dict())
     assert other.predictor.memory.num_rollouts == 10 and other.last_refresh_step == 2 and other.grown_rollouts == 4
+
+
+@pytest.mark.parametrize("kind", REWARD_MODELS)
+def test_only_the_oracle_arm_reads_unlabelled_ground_truth(encoder, kind):
+    """Every online reward model scores unlabelled groups without any label read, except the diagnostic
+    oracle_noise arm, which is excluded here by name and flag and whose reads are counted apart."""
+    problems, groups = _groups()
+    gt, ctx = _ctx(problems)
+    if kind == ORACLE_NOISE:
+        gt.oracle_allowed = True
+        component = OracleNoiseReward(0.0, 0.0, seed=0)
+        assert component.reads_unlabelled_ground_truth
+        component.score(groups, ctx)
+        assert gt.reads == set() and gt.oracle_reads == {"u1", "u2"}
+        assert [g.outcome for g in groups[:2]] == [[1.0, 0.0], [1.0, 1.0]]  # the truth, no noise
+        return
+    torch.manual_seed(0)
+    model = build_model(kind, 384, 3, 16, 2, 2, 0.0)
+    predictor = RewardPredictor(
+        model, dict(SPEC, kind=kind), _memory(encoder), encoder, k=2, direction="memory_to_query", think_k=0
+    )
+    component = MemRewardReward(predictor, "hard", 0.5)
+    assert not getattr(component, "reads_unlabelled_ground_truth", False)
+    component.score(groups, ctx)
+    assert gt.reads == set() and gt.oracle_reads == set()
+    assert all(g.judged for g in groups[:2])
+
+
+def test_oracle_noise_arm_needs_no_warmup_and_checks_its_rates(compose_eval):
+    from memrl.errors import UserError
+    from memrl.rewards.registry import BuildContext, build_reward_pipeline, check_reward_config
+
+    def no_warmup():
+        raise AssertionError("the oracle arm ran the warm-up")
+
+    cfg = compose_eval(
+        "reward=memreward",
+        "reward.memreward.reward_model=oracle_noise",
+        "reward.memreward.oracle_noise.fpr=0.2",
+        "reward.memreward.oracle_noise.fnr=0.05",
+        config_name="train",
+    )
+    check_reward_config(cfg)
+    pipeline = build_reward_pipeline(cfg, BuildContext(warmup=no_warmup))
+    assert [c.name for c in pipeline.components] == ["ground_truth", "oracle_noise"]
+    oracle = pipeline.components[1]
+    assert (oracle.fpr, oracle.fnr, oracle.seed) == (0.2, 0.05, 42)
+    bad = compose_eval("reward=memreward", "reward.memreward.oracle_noise.fnr=1.5", config_name="train")
+    with pytest.raises(UserError, match=r"reward.memreward.oracle_noise.fnr must be in \[0, 1\], got 1.5"):
+        check_reward_config(bad)
+    bad = compose_eval("reward=memreward", "reward.memreward.reward_model=gnn2", config_name="train")
+    with pytest.raises(UserError, match="valid: gnn, homogeneous, no_think, mlp, oracle_noise"):
+        check_reward_config(bad)

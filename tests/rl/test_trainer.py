@@ -239,6 +239,8 @@ def test_reward_path_never_reads_unlabelled_ground_truth(policy, synthetic_train
         assert "metrics_only/acc_unlabelled" in result.metrics
     assert seen_unlabelled > 0  # unlabelled queries really went through the reward path
     assert tr.gt.reads <= labelled
+    # the diagnostic oracle arm is the one reward that reads unlabelled truth; it is tested apart, below
+    assert tr.gt.oracle_reads == set()
     with pytest.raises(UnlabelledAccessError):
         tr.gt.labelled_answer(next(p.id for p in problems if p.id not in labelled))
 
@@ -343,3 +345,123 @@ def test_best_validation_checkpoint_is_kept_and_survives_resume(policy, syntheti
     plain = make_trainer(policy, problems, tmp_path / "plain", *common, validate=validate)
     plain.fit()
     assert plain.best_val is None and ckpt.list_checkpoints(plain.train_dir) == [4]
+
+
+def test_oracle_arm_reads_unlabelled_truth_only_through_the_oracle_door(policy, synthetic_train, tmp_path):
+    """The diagnostic control reward.memreward.reward_model=oracle_noise, excluded by design from the honesty
+    test above: its reads of unlabelled queries go through `oracle_answer` and are counted apart."""
+    from memrl.rewards.oracle import OracleNoiseReward
+
+    problems = list(synthetic_train[:16])
+    labelled = nested_labelled_ids([p.id for p in problems], 0.5, seed=0)
+    engine = ScriptedEngine(policy[1], problems, lambda i, j, p: p.answer if j == 0 else 0)
+    tr = make_trainer(
+        policy,
+        problems,
+        tmp_path,
+        "trainer.train_batch_size=8",
+        "trainer.gen_batch_size=8",
+        "trainer.ppo_mini_batch_size=8",
+        engine=engine,
+        labelled=labelled,
+        components=[GroundTruthReward(), OracleNoiseReward(0.0, 0.0, seed=0)],
+    )
+    result = tr.train_step()
+    unlabelled = {g.problem.id for g in result.trained_groups if not g.labelled}
+    assert unlabelled and unlabelled <= tr.gt.oracle_reads and not (tr.gt.oracle_reads & labelled)
+    assert tr.gt.reads <= labelled
+    # no noise: the oracle's verdicts are the truth, so its group AUC is 1
+    assert result.metrics["reward/gnn_group_auc"] == 1.0 and result.metrics["metrics_only/reward_fpr"] == 0.0
+
+
+def test_meds_all_groups_keeps_an_all_wrong_group_once_shaping_separates_it(policy, synthetic_train, tmp_path):
+    """meds.apply_to=all_groups with the oracle cluster (the boxed text): problem 0's group is all wrong, three
+    rollouts repeat one error, the fourth makes another.
+
+    Step 1: a first visit costs nothing, the candidate stays uniform and is dropped; the 3 mixed groups train.
+    Step 2: cluster sizes 3, 3, 3, 1 give penalties p1 = 0.1 ln 4 (x3) and p2 = 0.1 ln 2 = p1 / 2; scores
+    -p1, -p1, -p1, -p1/2 have mean -0.875 p1, deviations -0.125 p1 (x3) and 0.375 p1, sample std 0.25 p1, so
+    the normalised advantages are -0.5, -0.5, -0.5, 1.5. The mixed groups' wrong rollouts all get p1, which
+    normalisation cancels: their advantages stay 1.5, -0.5, -0.5, -0.5. adv_shift: |A_shaped - A_unshaped|
+    sums to 3 over problem 0's rows (its unshaped advantages are 0) and 0 elsewhere, over 16 rows: 3/16;
+    mean |A_unshaped| = 3 x 3 / 16; the ratio 1/3.
+    """
+    import math
+
+    from memrl.meds.memory import ErrorMemory
+    from memrl.rewards.meds import MEDSShaper
+
+    problems = list(synthetic_train[:4])
+
+    def answer(i, j, p):
+        if i == 0:
+            return int(p.answer) + (1 if j < 3 else 2)
+        return p.answer if j == 0 else int(p.answer) + 1
+
+    def run(apply_to):
+        shaper = MEDSShaper(
+            policy[1], ErrorMemory(source="oracle"), last_n_layers=0, oracle_label=lambda p, t: t, apply_to=apply_to
+        )
+        tr = make_trainer(
+            policy,
+            problems,
+            tmp_path / apply_to,
+            "algo.filter_groups.enable=true",
+            engine=ScriptedEngine(policy[1], problems, answer),
+            components=[GroundTruthReward(), shaper],
+        )
+        seen = []
+        update = tr._update
+
+        def record(batch, groups, n_mini):
+            rows = batch.response_mask.sum(1)
+            seen.append(((batch.advantages.sum(1) / rows).tolist(), [g.problem.id for g in groups]))
+            return update(batch, groups, n_mini)
+
+        tr._update = record
+        steps = [tr.train_step() for _ in range(2)]
+        return steps, seen
+
+    (first, second), seen = run("all_groups")
+    assert first.metrics["meds/candidate_groups"] == 1.0 and first.metrics["meds/candidate_groups_kept"] == 0.0
+    assert problems[0].id not in seen[0][1] and len(seen[0][1]) == 3 and first.metrics["batch/trained_groups"] == 3
+    assert second.metrics["meds/candidate_groups_kept"] == 1.0
+    adv, ids = seen[1]
+    at = ids.index(problems[0].id)
+    p1 = 0.1 * math.log(4)
+    group = second.trained_groups[at]
+    assert group.outcome == [0.0] * 4 and group.extra["meds_cluster_size"] == [3, 3, 3, 1]
+    assert group.score == pytest.approx([-p1, -p1, -p1, -p1 / 2])
+    assert adv[4 * at : 4 * at + 4] == pytest.approx([-0.5, -0.5, -0.5, 1.5], abs=1e-4)
+    for k in range(4):
+        if k != at:
+            assert adv[4 * k : 4 * k + 4] == pytest.approx([1.5, -0.5, -0.5, -0.5], abs=1e-4)
+    assert second.metrics["meds/adv_shift_abs"] == pytest.approx(3 / 16, abs=1e-4)
+    assert second.metrics["meds/adv_shift"] == pytest.approx(1 / 3, abs=1e-4)
+
+    # the paper's after_filter: the all-wrong group is never trained on (DAPO refills the batch with mixed ones)
+    (first, second), seen = run("after_filter")
+    assert all(problems[0].id not in ids and len(ids) == 4 for _, ids in seen)
+    assert "meds/candidate_groups" not in second.metrics
+    assert second.metrics["meds/adv_shift"] == pytest.approx(0.0, abs=1e-4)
+
+
+def test_meds_all_groups_skips_the_update_when_every_candidate_stays_uniform(policy, synthetic_train, tmp_path):
+    from memrl.meds.memory import ErrorMemory
+    from memrl.rewards.meds import MEDSShaper
+
+    problems = list(synthetic_train[:4])
+    shaper = MEDSShaper(policy[1], ErrorMemory(), last_n_layers=0, apply_to="all_groups")
+    tr = make_trainer(
+        policy,
+        problems,
+        tmp_path,
+        "algo.filter_groups.enable=true",
+        engine=ScriptedEngine(policy[1], problems, lambda i, j, p: int(p.answer) + 1),
+        components=[GroundTruthReward(), shaper],
+    )
+    before = {k: v.clone() for k, v in tr.model.state_dict().items()}
+    result = tr.train_step()  # every group all wrong, first visits: nothing to train on
+    assert result.trained_groups == [] and result.metrics["meds/candidate_groups"] == 4.0
+    assert len(shaper.memory) == 16  # but their errors are remembered for the next visit
+    assert all(torch.equal(v, tr.model.state_dict()[k]) for k, v in before.items())
