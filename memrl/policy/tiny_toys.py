@@ -138,6 +138,18 @@ def ensure_toy_model(
     return target
 
 
+def toy_tokenizer(synthetic_cfg: Any, corpus: Sequence[str], settings: tiny.TinySettings) -> Any:
+    """The embedded default's tokenizer trained on `corpus`; for rule_tags every tag is added as one token
+    (matched longest first, so `T17` is not `T1` + `7`): the model keys a tag's rules on one embedding
+    instead of combining the tag's digit tokens (with digit tokens it learned only the rules' overall mix)."""
+    tokenizer = tiny.train_tokenizer(corpus, settings.vocab_size)
+    if synthetic_cfg.task == "rule_tags":
+        from memrl.data.toys import tag_names
+
+        tokenizer.add_tokens(tag_names(synthetic_cfg))
+    return tokenizer
+
+
 def build_toy_model(
     out_dir: Path, synthetic_cfg: Any, layers: int | None = None, progress: bool = True, sft_steps: int | None = None
 ) -> dict:
@@ -161,7 +173,7 @@ def build_toy_model(
         rng = random.Random(settings.seed)
         examples = sft_examples(synthetic_cfg, rng, settings.sft_steps * settings.batch_size)
         corpus = [p + c for p, c in examples[:20000]] + list(INSTRUCTIONS.values())
-        tokenizer = tiny.train_tokenizer(corpus, settings.vocab_size)
+        tokenizer = toy_tokenizer(synthetic_cfg, corpus, settings)
         t_tok = time.time()
         torch.manual_seed(settings.seed)
         model = tiny._new_model(tokenizer, settings)
@@ -169,7 +181,8 @@ def build_toy_model(
             sft = tiny._sft(model, tokenizer, examples, settings, bar)
         t_sft = time.time()
         model.eval()
-        problems = load_split("train", synthetic_cfg)[: _MEASURE_PROMPTS[ts["task"]]]
+        n_measure = _MEASURE_PROMPTS[ts["task"]]
+        problems = load_split("train", _with_train_size(synthetic_cfg, n_measure))
         torch.manual_seed(settings.seed)
         metrics = measure_toy(model, tokenizer, synthetic_cfg, problems, settings)
         t_eval = time.time()
@@ -204,8 +217,17 @@ def build_toy_model(
         torch.set_num_threads(threads_before)
 
 
-# training prompts the build measures on (rule_tags: 3 per tag of the default 300 tags)
-_MEASURE_PROMPTS = {"rule_tags": 900, "meds_strategies": 400}
+def _with_train_size(synthetic_cfg: Any, n: int) -> Any:
+    """A SyntheticConfig copy of `synthetic_cfg` (a dataclass or an omegaconf node) with `n` train problems
+    (the first `n` of any larger train split: the loaders draw problems in order)."""
+    from memrl.config.schema import SyntheticConfig
+
+    values = {f.name: getattr(synthetic_cfg, f.name) for f in dataclasses.fields(SyntheticConfig)}
+    return dataclasses.replace(SyntheticConfig(**values), train_size=n)
+
+
+# training prompts the build measures on (rule_tags: 3 per tag of conf/data/rule_tags.yaml's 150 tags)
+_MEASURE_PROMPTS = {"rule_tags": 450, "meds_strategies": 400}
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -296,15 +318,24 @@ def measure_toy(model: Any, tokenizer: Any, synthetic_cfg: Any, problems: Sequen
         }
     if synthetic_cfg.task == "rule_tags":
         by_tag: dict[str, list[str | None]] = {}
-        for p, row in zip(problems, labels):
+        named_by_tag: dict[str, list[str | None]] = {}
+        for p, row, g in zip(problems, labels, groups):
             by_tag.setdefault(p.metadata["tag"], []).extend(row)
-        right, wrong, wrong_max, plural_right, plural_wrong = [], [], [], [], []
+            named_by_tag.setdefault(p.metadata["tag"], []).extend(named_rule(t) for t in g)
+        # the rule a rollout chooses (the name it writes) apart from how well it then applies it (its answer)
+        named_right, named_margin = [], []
+        for tag, names in named_by_tag.items():
+            rules = tag_rules(synthetic_cfg, tag)
+            named_right.append(names.count(rules[0]) / len(names))
+            named_margin.append(named_right[-1] - max(names.count(r) / len(names) for r in rules[1:]))
+        right, wrong, wrong_max, margin, plural_right, plural_wrong = [], [], [], [], [], []
         for tag, labs in by_tag.items():
             rules = tag_rules(synthetic_cfg, tag)
             shares = {r: labs.count(r) / len(labs) for r in rules}
             right.append(shares[rules[0]])
             wrong.extend(shares[r] for r in rules[1:])
             wrong_max.append(max(shares[r] for r in rules[1:]))
+            margin.append(shares[rules[0]] - wrong_max[-1])
             intended = rule_shares(synthetic_cfg, tag)
             (plural_wrong if max(intended, key=intended.get) != rules[0] else plural_right).append(
                 shares[rules[0]] > max(shares[r] for r in rules[1:])
@@ -322,11 +353,15 @@ def measure_toy(model: Any, tokenizer: Any, synthetic_cfg: Any, problems: Sequen
                 "right_rule_share": {"mean": _mean(right), **(_quantiles(right) or {})},
                 "wrong_rule_share": {"mean": _mean(wrong), **(_quantiles(wrong) or {})},
                 "max_wrong_rule_share": {"mean": _mean(wrong_max), **(_quantiles(wrong_max) or {})},
+                # consensus informativeness per tag: right rule's share minus the best wrong rule's share
+                "consensus_margin": {"mean": _mean(margin), **(_quantiles(margin) or {})},
                 # among tags whose warm start makes the right rule the plurality: how often sampling agrees
                 "right_is_plurality": _mean(plural_right),
                 # control tags (a wrong rule the warm start's plurality): how often sampling still favours right
                 "right_is_plurality_on_control_tags": _mean(plural_wrong),
                 "named_vs_answer_agreement": _mean(named),
+                "named_right_rule_share": _mean(named_right),
+                "named_consensus_margin": _mean(named_margin),
                 "majority_answer_correct": _mean(majority),
             }
         )
