@@ -23,7 +23,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-
 CONF_DATA = Path(__file__).resolve().parent.parent / "conf" / "data"
 
 
@@ -53,7 +52,11 @@ def main(argv: list[str] | None = None) -> int:
         help="rule_tags: data.synthetic.wrong_plurality_tags (0.5: the control; default: the preset's)",
     )
     ap.add_argument(
-        "--levels", type=int, nargs="+", default=None, help="meds_strategies: data.synthetic.levels (default: the preset's)"
+        "--levels",
+        type=int,
+        nargs="+",
+        default=None,
+        help="meds_strategies: data.synthetic.levels (default: the preset's)",
     )
     ap.add_argument("--sft-steps", type=int, default=None, help="warm-start steps of the build (default 960)")
     ap.add_argument("--remeasure", type=int, default=0, help="sample again on this many training prompts")

@@ -88,7 +88,7 @@ RULES = ("first", "second", "third", "last", "max", "min")
 # rules a tag's warm-start data uses: the hidden one and this many distractors
 RULE_DISTRACTORS = 3
 RULE_DIGITS = 4
-_RULE_QUESTION_RE = re.compile(r"^Apply rule (T\d+) to (\d(?: \d){%d})\.$" % (RULE_DIGITS - 1))
+_RULE_QUESTION_RE = re.compile(rf"^Apply rule (T\d+) to (\d(?: \d){{{RULE_DIGITS - 1}}})\.$")
 _RULE_NAME_RE = re.compile(r"^\s*Rule (\w+):")
 
 
@@ -352,16 +352,16 @@ def _draw_meds(cfg: Any, rng: random.Random, family: str, split: str) -> tuple[s
         question = _question(*drawn)
         if _distinct_strategies(question) and _split_of(question, cfg.seed) == split:
             return question, *drawn, level
-    raise UserError(
-        f"could not draw a meds_strategies {family} problem with levels {levels}"
-    )  # pragma: no cover
+    raise UserError(f"could not draw a meds_strategies {family} problem with levels {levels}")  # pragma: no cover
 
 
 def _meds_problem(split: str, i: int, question: str, operands: list, ops: list, family: str, level: int) -> Problem:
     from memrl.data.synthetic import _problem
 
     p = _problem(split, i, question, operands, ops, family, level)
-    return dataclasses.replace(p, id=f"meds_strategies-{split}-{i:05d}", metadata={"task": "meds_strategies", **p.metadata})
+    return dataclasses.replace(
+        p, id=f"meds_strategies-{split}-{i:05d}", metadata={"task": "meds_strategies", **p.metadata}
+    )
 
 
 def load_meds_strategies(split: str, cfg: Any) -> list[Problem]:

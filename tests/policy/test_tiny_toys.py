@@ -178,4 +178,8 @@ def test_preconditions_script_uses_the_data_presets():
     # 3 training queries per tag: with 20% labels about half of the tags have none
     assert rule.train_size == 3 * rule.n_tags
     meds = module.preset("meds_strategies")
-    assert (meds.task, list(meds.levels), list(meds.families)) == ("meds_strategies", [1, 2], ["add", "sub", "mul", "mix"])
+    assert (meds.task, list(meds.levels), list(meds.families)) == (
+        "meds_strategies",
+        [1, 2],
+        ["add", "sub", "mul", "mix"],
+    )
