@@ -6,12 +6,14 @@ time and the preconditions as JSON. The task's settings are its data preset's (c
 `memrl train data=<task>` uses), changed by the options below. `--remeasure N` samples again on the first N training prompts of the
 current data settings instead of printing the build's measurement.
 
-    PYTHONPATH=. OMP_NUM_THREADS=1 python scripts/toy_preconditions.py --task meds_strategies --layers 8
-    PYTHONPATH=. OMP_NUM_THREADS=1 python scripts/toy_preconditions.py --task rule_tags
-    PYTHONPATH=. OMP_NUM_THREADS=1 python scripts/toy_preconditions.py --task rule_tags --wrong-plurality-tags 0.5
+    taskset -c 1 env PYTHONPATH=. OMP_NUM_THREADS=1 python scripts/toy_preconditions.py --task meds_strategies
+    taskset -c 1 env PYTHONPATH=. OMP_NUM_THREADS=1 python scripts/toy_preconditions.py --task meds_strategies --layers 8
+    taskset -c 1 env PYTHONPATH=. OMP_NUM_THREADS=1 python scripts/toy_preconditions.py --task rule_tags
+    taskset -c 1 env PYTHONPATH=. OMP_NUM_THREADS=1 python scripts/toy_preconditions.py --task rule_tags --wrong-plurality-tags 0.5
 
-On a loaded machine pin the build to one core (`taskset -c 0`): the build uses as many threads as the
-process may use cores, and two threads that wait for each other waste most of a shared CPU.
+Pin the build to one core (`taskset`): the build uses as many threads as the process may use cores, two
+threads that wait for each other waste most of a shared CPU, and the numbers in docs/toys.md are those of
+one-thread builds (the warm start is deterministic for a fixed thread count).
 """
 
 from __future__ import annotations
