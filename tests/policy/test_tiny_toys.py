@@ -62,6 +62,8 @@ def test_build_settings():
     assert s.num_hidden_layers == 8 and s.max_new_tokens == 96
     assert dataclasses.replace(s, num_hidden_layers=4, max_new_tokens=64) == tiny.TinySettings()
     assert TT.toy_build_settings("rule_tags", None, 320).sft_steps == 320
+    # rule_tags warms up at a lower learning rate (the default's 3e-3 plateaus on it)
+    assert TT.toy_build_settings("rule_tags").lr == 1e-3 and TT.toy_build_settings("meds_strategies").lr == 3e-3
     rule = SyntheticConfig(task="rule_tags")
     assert TT.toy_model_dir(rule, None, None, 320) != TT.toy_model_dir(rule)
     assert TT.toy_model_dir(SyntheticConfig(), None, None, 960) == tiny.tiny_model_dir()
