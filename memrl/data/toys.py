@@ -9,8 +9,8 @@ integer in `\\boxed{}`), and both can tell, from a completion, which behaviour p
 
 ``rule_tags`` (MemReward: weak transfer, a visible cue)
 -------------------------------------------------------
-"Apply rule T17 to 3 8 5 1 6." Each of `n_tags` arbitrary tags hides one rule out of `RULES` (first,
-second, third, last, max, min of the five digits), drawn from (seed, tag) alone. A completion names the
+"Apply rule T17 to 3 8 5 1." Each of `n_tags` arbitrary tags hides one rule out of `RULES` (first,
+second, third, last, max, min of the four digits), drawn from (seed, tag) alone. A completion names the
 rule it applies, then boxes its value::
 
     Rule max: \\boxed{8}
@@ -30,9 +30,10 @@ The arithmetic questions (`memrl.data.synthetic`, "Compute 37 + 8 - 5."), with t
 that task as strategies (`STRATEGIES`: careful is right; guess, skip and slip are wrong), but shares
 that collapse onto one error: per family one dominant wrong strategy (`DOMINANT`, share 0.60), the two
 other wrong ones 0.16 each and the right one 0.08, so that most groups of eight hold no correct answer
-and the wrong ones mostly repeat one error. Each strategy is written in `len(OPENERS[s]) x 3 x 3`
-paraphrases (opener, step wording, closing), drawn uniformly, so identical completions are uncommon
-while the strategy stays the same. Problems are drawn so that the four strategies give four different
+and the wrong ones mostly repeat one error. Each strategy is written in up to `len(OPENERS[s]) x 3 x 3`
+paraphrases (opener, how steps are joined, closing), drawn uniformly, so identical completions are uncommon
+while the strategy stays the same; every step is written `x op y = z.`, so the tiny model learns one way to
+compute (data/meds_strategies.yaml keeps to levels 1-2, at most three operations, for the same reason). Problems are drawn so that the four strategies give four different
 answers, so each rollout's strategy is recoverable from its boxed value (`strategy_of`), and from its
 opener (`named_strategy`); this is the label a `meds.cluster_source=oracle` diagnostic control needs.
 
@@ -86,8 +87,8 @@ def _boxed_int(completion: str) -> int | None:
 RULES = ("first", "second", "third", "last", "max", "min")
 # rules a tag's warm-start data uses: the hidden one and this many distractors
 RULE_DISTRACTORS = 3
-RULE_DIGITS = 5
-_RULE_QUESTION_RE = re.compile(r"^Apply rule (T\d+) to (\d(?: \d){%d})\.$" % (RULE_DIGITS - 1))
+RULE_DIGITS = 4
+_RULE_QUESTION_RE = re.compile(rf"^Apply rule (T\d+) to (\d(?: \d){{{RULE_DIGITS - 1}}})\.$")
 _RULE_NAME_RE = re.compile(r"^\s*Rule (\w+):")
 
 
@@ -265,8 +266,9 @@ OPENERS = {
     "skip": ("Short:", "Briefly:", "In short:"),
     "slip": ("Quick:", "Fast:", "Swiftly:"),
 }
-# how a step x op y = z is worded
-_STEP_STYLES = ("{x} {op} {y} = {z}.", "{x} {op} {y} gives {z}.", "{z} = {x} {op} {y}.")
+# how steps are joined; every step is written `x op y = z.` as in the arithmetic task, so the model learns
+# one computation (a look-ahead wording such as `z = x op y.` asks for the result before its operands)
+_STEP_JOINS = (" ", " Then ", " Next ")
 # how the answer is given
 _CLOSINGS = ("\\boxed{{{v}}}", "So \\boxed{{{v}}}", "Answer: \\boxed{{{v}}}")
 # guess writes no steps; its middle part is one of these
@@ -313,8 +315,8 @@ def strategy_solution(problem: Problem | str, strategy: str, rng: random.Random)
     if strategy == "guess":
         middle = rng.choice(_GUESS_WORDS).format(v=value)
     else:
-        style = rng.choice(_STEP_STYLES)
-        middle = " ".join(style.format(x=x, op=op, y=y, z=z) for x, op, y, z in strategy_steps(problem, strategy))
+        join = rng.choice(_STEP_JOINS)
+        middle = join.join(f"{x} {op} {y} = {z}." for x, op, y, z in strategy_steps(problem, strategy))
     return " ".join(part for part in (opener, middle, closing) if part)
 
 
@@ -350,16 +352,16 @@ def _draw_meds(cfg: Any, rng: random.Random, family: str, split: str) -> tuple[s
         question = _question(*drawn)
         if _distinct_strategies(question) and _split_of(question, cfg.seed) == split:
             return question, *drawn, level
-    raise UserError(
-        f"could not draw a meds_strategies {family} problem with levels {levels}"
-    )  # pragma: no cover
+    raise UserError(f"could not draw a meds_strategies {family} problem with levels {levels}")  # pragma: no cover
 
 
 def _meds_problem(split: str, i: int, question: str, operands: list, ops: list, family: str, level: int) -> Problem:
     from memrl.data.synthetic import _problem
 
     p = _problem(split, i, question, operands, ops, family, level)
-    return dataclasses.replace(p, id=f"meds_strategies-{split}-{i:05d}", metadata={"task": "meds_strategies", **p.metadata})
+    return dataclasses.replace(
+        p, id=f"meds_strategies-{split}-{i:05d}", metadata={"task": "meds_strategies", **p.metadata}
+    )
 
 
 def load_meds_strategies(split: str, cfg: Any) -> list[Problem]:

@@ -42,6 +42,7 @@ from memrl.data.toys import (
     named_strategy,
     rule_shares,
     sft_examples,
+    tag_names,
     tag_rules,
 )
 from memrl.errors import UserError
@@ -55,6 +56,10 @@ _TASK_FIELDS = {
 }
 # completions of meds_strategies run longer than the arithmetic task's (openers and step wordings)
 _MAX_NEW_TOKENS = {"arithmetic": 64, "rule_tags": 24, "meds_strategies": 96}
+# warm-start learning rate where it differs from the embedded default's 3e-3: at 3e-3 the rule_tags loss sits
+# on a plateau (0.46 from step 80 to 640, 0.38 at the end); at 1e-3 it reaches 0.20 and the named rule is
+# applied 67% of the time instead of 33% (docs/toys.md#rule_tags-not-met)
+_LR = {"rule_tags": 1e-3}
 
 
 def task_settings(synthetic_cfg: Any) -> dict[str, Any]:
@@ -69,8 +74,8 @@ def task_settings(synthetic_cfg: Any) -> dict[str, Any]:
 
 
 def toy_build_settings(task: str, layers: int | None = None, sft_steps: int | None = None) -> tiny.TinySettings:
-    """The embedded default's build settings with the task's generation length, `layers` layers and
-    `sft_steps` warm-start steps (None: the default's)."""
+    """The embedded default's build settings with the task's generation length and learning rate, `layers`
+    layers and `sft_steps` warm-start steps (None: the default's)."""
     settings = tiny.TinySettings()
     if sft_steps is not None:
         if sft_steps <= settings.warmup_steps:
@@ -80,7 +85,7 @@ def toy_build_settings(task: str, layers: int | None = None, sft_steps: int | No
         if layers < 1:
             raise UserError(f"the tiny model needs at least one layer, got layers={layers}")
         settings = dataclasses.replace(settings, num_hidden_layers=int(layers))
-    return dataclasses.replace(settings, max_new_tokens=_MAX_NEW_TOKENS[task])
+    return dataclasses.replace(settings, max_new_tokens=_MAX_NEW_TOKENS[task], lr=_LR.get(task, settings.lr))
 
 
 def _is_default(synthetic_cfg: Any, layers: int | None, sft_steps: int | None = None) -> bool:
@@ -101,7 +106,7 @@ def toy_inputs(synthetic_cfg: Any, settings: tiny.TinySettings) -> tiny.BuildInp
     examples = sft_examples(synthetic_cfg, random.Random(settings.seed), settings.sft_steps * settings.batch_size)
     corpus = [p + c for p, c in examples[:20000]] + list(INSTRUCTIONS.values())
     task = task_settings(synthetic_cfg)["task"]
-    measured = load_split("train", synthetic_cfg)[: _MEASURE_PROMPTS[task]] if task in _MEASURE_PROMPTS else []
+    measured = load_split("train", _with_train_size(synthetic_cfg, _MEASURE_PROMPTS[task])) if task in _MEASURE_PROMPTS else []
     return tiny.BuildInputs(examples, corpus, measured)
 
 
@@ -145,6 +150,16 @@ def ensure_toy_model(
     )
 
 
+def toy_tokenizer(synthetic_cfg: Any, corpus: Sequence[str], settings: tiny.TinySettings) -> Any:
+    """The embedded default's tokenizer trained on `corpus`; for rule_tags every tag is added as one token
+    (matched longest first, so `T17` is not `T1` + `7`): the model keys a tag's rules on one embedding
+    instead of combining the tag's digit tokens (with digit tokens it learned only the rules' overall mix)."""
+    tokenizer = tiny.train_tokenizer(corpus, settings.vocab_size)
+    if synthetic_cfg.task == "rule_tags":
+        tokenizer.add_tokens(tag_names(synthetic_cfg))
+    return tokenizer
+
+
 def build_toy_model(
     out_dir: Path, synthetic_cfg: Any, layers: int | None = None, progress: bool = True, sft_steps: int | None = None
 ) -> dict:
@@ -162,7 +177,7 @@ def build_toy_model(
     try:
         inputs = toy_inputs(synthetic_cfg, settings)
         examples = inputs.examples
-        tokenizer = tiny.train_tokenizer(inputs.corpus, settings.vocab_size)
+        tokenizer = toy_tokenizer(synthetic_cfg, inputs.corpus, settings)
         t_tok = time.time()
         torch.manual_seed(settings.seed)
         model = tiny._new_model(tokenizer, settings)
@@ -204,8 +219,15 @@ def build_toy_model(
         torch.set_num_threads(threads_before)
 
 
-# training prompts the build measures on (rule_tags: 3 per tag of the default 300 tags)
-_MEASURE_PROMPTS = {"rule_tags": 900, "meds_strategies": 400}
+def _with_train_size(synthetic_cfg: Any, n: int) -> Any:
+    """A SyntheticConfig copy of `synthetic_cfg` (a dataclass or an omegaconf node) with `n` train problems
+    (the first `n` of any larger train split: the loaders draw problems in order)."""
+    values = {f.name: getattr(synthetic_cfg, f.name) for f in dataclasses.fields(SyntheticConfig)}
+    return dataclasses.replace(SyntheticConfig(**values), train_size=n)
+
+
+# training prompts the build measures on (rule_tags: 3 per tag of conf/data/rule_tags.yaml's 150 tags)
+_MEASURE_PROMPTS = {"rule_tags": 450, "meds_strategies": 400}
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -291,15 +313,24 @@ def measure_toy(model: Any, tokenizer: Any, synthetic_cfg: Any, problems: Sequen
         }
     if synthetic_cfg.task == "rule_tags":
         by_tag: dict[str, list[str | None]] = {}
-        for p, row in zip(problems, labels):
+        named_by_tag: dict[str, list[str | None]] = {}
+        for p, row, g in zip(problems, labels, groups):
             by_tag.setdefault(p.metadata["tag"], []).extend(row)
-        right, wrong, wrong_max, plural_right, plural_wrong = [], [], [], [], []
+            named_by_tag.setdefault(p.metadata["tag"], []).extend(named_rule(t) for t in g)
+        # the rule a rollout chooses (the name it writes) apart from how well it then applies it (its answer)
+        named_right, named_margin = [], []
+        for tag, names in named_by_tag.items():
+            rules = tag_rules(synthetic_cfg, tag)
+            named_right.append(names.count(rules[0]) / len(names))
+            named_margin.append(named_right[-1] - max(names.count(r) / len(names) for r in rules[1:]))
+        right, wrong, wrong_max, margin, plural_right, plural_wrong = [], [], [], [], [], []
         for tag, labs in by_tag.items():
             rules = tag_rules(synthetic_cfg, tag)
             shares = {r: labs.count(r) / len(labs) for r in rules}
             right.append(shares[rules[0]])
             wrong.extend(shares[r] for r in rules[1:])
             wrong_max.append(max(shares[r] for r in rules[1:]))
+            margin.append(shares[rules[0]] - wrong_max[-1])
             intended = rule_shares(synthetic_cfg, tag)
             (plural_wrong if max(intended, key=intended.get) != rules[0] else plural_right).append(
                 shares[rules[0]] > max(shares[r] for r in rules[1:])
@@ -317,11 +348,15 @@ def measure_toy(model: Any, tokenizer: Any, synthetic_cfg: Any, problems: Sequen
                 "right_rule_share": {"mean": _mean(right), **(_quantiles(right) or {})},
                 "wrong_rule_share": {"mean": _mean(wrong), **(_quantiles(wrong) or {})},
                 "max_wrong_rule_share": {"mean": _mean(wrong_max), **(_quantiles(wrong_max) or {})},
+                # consensus informativeness per tag: right rule's share minus the best wrong rule's share
+                "consensus_margin": {"mean": _mean(margin), **(_quantiles(margin) or {})},
                 # among tags whose warm start makes the right rule the plurality: how often sampling agrees
                 "right_is_plurality": _mean(plural_right),
                 # control tags (a wrong rule the warm start's plurality): how often sampling still favours right
                 "right_is_plurality_on_control_tags": _mean(plural_wrong),
                 "named_vs_answer_agreement": _mean(named),
+                "named_right_rule_share": _mean(named_right),
+                "named_consensus_margin": _mean(named_margin),
                 "majority_answer_correct": _mean(majority),
             }
         )

@@ -65,7 +65,7 @@ def test_rule_tags_problems_and_tag_rules():
     for p in splits["train"] + splits["test"]:
         tag, digits = T.parse_rule_question(p)
         assert p.metadata == {"task": "rule_tags", "tag": tag, "digits": digits}
-        assert p.question == f"Apply rule {tag} to {' '.join(map(str, digits))}."
+        assert p.question == f"Apply rule {tag} to {' '.join(map(str, digits))}." and len(digits) == 4
         rules = T.tag_rules(RULES_CFG, tag)
         assert len(rules) == 1 + T.RULE_DISTRACTORS and len(set(rules)) == len(rules)
         # the tag's four rules give four different answers, the hidden rule's is the gold one
@@ -153,7 +153,9 @@ def test_meds_paraphrases_keep_the_steps():
     texts = {T.strategy_solution(p, "careful", random.Random(i)) for i in range(200)}
     assert len(texts) == len(T.OPENERS["careful"]) * 3 * 3
     assert "Careful: 37 + 8 = 45. 45 - 5 = 40. \\boxed{40}" in texts
-    assert "In full: 45 = 37 + 8. 40 = 45 - 5. Answer: \\boxed{40}" in texts
+    assert "In full: 37 + 8 = 45. Then 45 - 5 = 40. Answer: \\boxed{40}" in texts
+    # every step is written `x op y = z.` (the result after its operands, as in the arithmetic task)
+    assert all(" = 45. " in t and "45 - 5 = 40." in t for t in texts)
     # openers are disjoint between strategies, so the opener names the strategy
     openers = [o for os in T.OPENERS.values() for o in os]
     assert len(openers) == len(set(openers))

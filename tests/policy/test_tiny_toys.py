@@ -65,6 +65,8 @@ def test_build_settings(tmp_path):
     assert s.num_hidden_layers == 8 and s.max_new_tokens == 96
     assert dataclasses.replace(s, num_hidden_layers=4, max_new_tokens=64) == tiny.TinySettings()
     assert TT.toy_build_settings("rule_tags", None, 320).sft_steps == 320
+    # rule_tags warms up at a lower learning rate (the default's 3e-3 plateaus on it)
+    assert TT.toy_build_settings("rule_tags").lr == 1e-3 and TT.toy_build_settings("meds_strategies").lr == 3e-3
     rule = SyntheticConfig(task="rule_tags")
     assert TT.toy_model_dir(rule, None, tmp_path, 320) != TT.toy_model_dir(rule, None, tmp_path, 60)
     assert TT.toy_model_dir(SyntheticConfig(), None, None, 960) == tiny.tiny_model_dir()
@@ -148,3 +150,42 @@ def test_rule_tags_preconditions_from_known_completions(monkeypatch):
     assert m["max_wrong_rule_share"]["mean"] == pytest.approx((1 / 8 + 6 / 8) / 2, abs=1e-4)
     assert m["right_is_plurality"] == 0.5 and m["right_is_plurality_on_control_tags"] is None
     assert m["majority_answer_correct"] == 0.5 and m["named_vs_answer_agreement"] == 1.0
+    # consensus margin per tag: T0 0.5 - 1/8, T1 0.25 - 6/8
+    assert m["consensus_margin"]["mean"] == pytest.approx((0.375 - 0.5) / 2, abs=1e-4)
+    # by the rule a rollout names: T0 hides max, so its unparseable "Rule max:" counts for the right rule there
+    assert T.tag_rules(cfg, "T0")[0] == "max"
+    assert m["named_right_rule_share"] == pytest.approx((5 / 8 + 2 / 8) / 2, abs=1e-4)
+    assert m["named_consensus_margin"] == pytest.approx((5 / 8 - 1 / 8 + 2 / 8 - 6 / 8) / 2, abs=1e-4)
+
+
+def test_rule_tags_tokenizer_has_one_token_per_tag():
+    cfg = SyntheticConfig(task="rule_tags", n_tags=150)
+    corpus = [p + c for p, c in T.sft_examples(cfg, random.Random(0), 200)]
+    settings = TT.toy_build_settings("rule_tags")
+    tok = TT.toy_tokenizer(cfg, corpus, settings)
+    plain = TT.toy_tokenizer(dataclasses.replace(cfg, task="meds_strategies"), corpus, settings)
+    assert len(tok) == len(plain) + 150
+    for tag in ("T1", "T17", "T149"):
+        ids = tok(f"Apply rule {tag} to 3 8 5 1.")["input_ids"]
+        assert tok.convert_ids_to_tokens(ids).count(tag) == 1 and tok.decode(ids) == f"Apply rule {tag} to 3 8 5 1."
+        # without the added tags a tag is the letter and one token per digit
+        assert len(plain(tag)["input_ids"]) == len(tag)
+
+
+def test_preconditions_script_uses_the_data_presets():
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[2] / "scripts" / "toy_preconditions.py"
+    spec = importlib.util.spec_from_file_location("toy_preconditions", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    rule = module.preset("rule_tags")
+    assert (rule.task, rule.n_tags, rule.train_size, rule.wrong_plurality_tags) == ("rule_tags", 150, 450, 0.0)
+    # 3 training queries per tag: with 20% labels about half of the tags have none
+    assert rule.train_size == 3 * rule.n_tags
+    meds = module.preset("meds_strategies")
+    assert (meds.task, list(meds.levels), list(meds.families)) == (
+        "meds_strategies",
+        [1, 2],
+        ["add", "sub", "mul", "mix"],
+    )
