@@ -41,7 +41,7 @@ from memrl.rl.plots import plot_training_curves
 from memrl.rl.scoring import resolve_compute_dtype
 from memrl.rl.trainer import BEST_VAL_KEY, Trainer, kl_coef
 from memrl.rollout.build import build_engine
-from memrl.run_dir import RunDir, check_steps
+from memrl.run_dir import RunDir, check_steps, original_command
 from memrl.stages.common import label_ratio, load_training_data, prompt_builder, seed_everything
 from memrl.stages.evaluate import evaluate_model
 from memrl.tracking import NoTracker, build_tracker
@@ -144,7 +144,7 @@ def run(cfg: DictConfig, run_dir: RunDir) -> dict[str, Any]:
 
     With `dist=fsdp2` (under torchrun) every rank runs this; rank 0 alone writes the run directory's files.
     """
-    env = require_launch(enum_value(cfg.dist.strategy))
+    env = require_launch(enum_value(cfg.dist.strategy), argv=original_command())
     if enum_value(cfg.dist.strategy) != "fsdp2":
         return _run(cfg, run_dir, None)
     # joining the group waits for every rank, so rank 0 has prepared the run directory (apps.run_stage)

@@ -45,7 +45,8 @@ CONFIGS = {
     # DAPO (the train default) with dynamic sampling: refills decided on rank 0
     "dapo": ("algo.filter_groups.enable=true", "algo.filter_groups.max_num_gen_batches=3"),
     # GRPO with the KL term (a sharded reference model) and MEDS's shaping (features per rank, memory on rank 0)
-    "grpo_kl_meds": ("algo=grpo", "algo.kl_loss_coef=0.01", "meds=enabled"),
+    # (8 training queries: prompts come back across steps, so the memory has past errors to penalise)
+    "grpo_kl_meds": ("algo=grpo", "algo.kl_loss_coef=0.01", "meds=enabled", "data.synthetic.train_size=8"),
     # MemReward: the warm-up (memory, graph, GNN) on rank 0 with the unsharded policy, then the GNN's rewards
     # for the unlabelled queries and its online refresh on rank 0 (tests/stages/test_warmup.py's small sizes)
     "memreward": (
