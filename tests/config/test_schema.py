@@ -15,7 +15,13 @@ ROOT_NAMES = {"cfg", "config"}  # the variables that hold a whole app config
 # parameters typed in a comment rather than an annotation (written when memrl/data/synthetic.py's bytes were the tiny
 # model's cache key; the key now covers the build's data, memrl.policy.tiny.build_key): its `cfg` is a SyntheticConfig
 # (and so is memrl/data/toys.py's, another branch's new file)
-TYPED_ELSEWHERE = {"synthetic.py": {"cfg": "SyntheticConfig"}, "toys.py": {"cfg": "SyntheticConfig"}}
+TYPED_ELSEWHERE = {
+    "synthetic.py": {"cfg": "SyntheticConfig"},
+    "toys.py": {"cfg": "SyntheticConfig"},
+    # memrl/dist reads the `dist` group through a parameter named settings (a DistConfig)
+    "runtime.py": {"settings": "DistConfig"},
+    "shard.py": {"settings": "DistConfig"},
+}
 
 
 def _dataclass_in(tp) -> type | None:
