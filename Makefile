@@ -48,7 +48,7 @@ $(VLLM_STAMP): pyproject.toml constraints-vllm.txt
 
 test-vllm: $(VLLM_STAMP) ## The vLLM engine's tests on the CPU build, in .venv-vllm (created on first use, ~2 min)
 	$(TEST_ENV) VLLM_LOGGING_LEVEL=WARNING $(VLLM_VENV)/bin/pytest -q -p no:cacheprovider \
-		tests/rollout/test_vllm_engine.py tests/vllm
+		tests/rollout/test_vllm_engine.py tests/rollout/test_vllm_dist.py tests/vllm
 
 tiny: install ## Build the tiny default model now (cached; `memrl info` shows where)
 	$(BIN)/memrl info --build-tiny
