@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import hydra
+from torch.distributed.elastic.multiprocessing.errors import record
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
@@ -25,6 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 from memrl import run_dir as reuse
 from memrl.config.schema import register_configs
 from memrl.data.loaders import default_data_dir
+from memrl.dist.env import detect_env, launch_time_resolver
 from memrl.errors import UserError
 from memrl.policy.tiny import default_cache_dir
 from memrl.run_dir import RunDir, original_command
@@ -49,6 +51,9 @@ def _register_resolvers() -> None:
         OmegaConf.register_new_resolver("memrl_data_dir", _data_dir)
     if not OmegaConf.has_resolver("memrl_cache_dir"):
         OmegaConf.register_new_resolver("memrl_cache_dir", _cache_dir)
+    if not OmegaConf.has_resolver("memrl_launch_time"):
+        # every torchrun rank resolves rank 0's launch time: one run directory for all (docs/scaling.md)
+        OmegaConf.register_new_resolver("memrl_launch_time", launch_time_resolver)
 
 
 def setup() -> None:
@@ -63,6 +68,9 @@ def run_stage(cfg: DictConfig, stage: str, fn: Callable[[DictConfig, RunDir], An
     multirun = hc.mode == RunMode.MULTIRUN
     # paths.output_dir is Hydra's run directory (${hydra:runtime.output_dir}): each job of a sweep has its own
     run_dir = RunDir(Path(cfg.paths.output_dir))
+    if not detect_env().is_main:
+        # another rank of a torchrun launch: rank 0 keeps the directory's provenance and status (docs/scaling.md)
+        return _run_other_rank(cfg, run_dir, fn)
     saved = reuse.snapshot(run_dir)
     try:
         # a run directory never mixes two configurations (docs/run-directory.md)
@@ -100,6 +108,16 @@ def run_stage(cfg: DictConfig, stage: str, fn: Callable[[DictConfig, RunDir], An
     return result
 
 
+def _run_other_rank(cfg: DictConfig, run_dir: RunDir, fn: Callable[[DictConfig, RunDir], Any]) -> Any:
+    """`fn` on a rank other than 0: warnings only, no manifest or status writes; a user error exits 2."""
+    logging.getLogger("memrl").setLevel(logging.WARNING)
+    try:
+        return fn(cfg, run_dir)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+
+
 setup()
 
 
@@ -111,6 +129,7 @@ def eval_main(cfg: DictConfig) -> Any:
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="train")
+@record  # under torchrun: the failing rank's traceback goes to torchrun's error summary
 def train_main(cfg: DictConfig) -> Any:
     """`memrl train`: returns the final greedy accuracy on data.eval_sets (the sweep metric), if evaluated."""
     result = run_stage(cfg, "train", train.run)

@@ -203,6 +203,10 @@ NOT_RESULTS = (
     "rollout.kv_cache_gb",
     "rollout.enforce_eager",
     "rollout.sleep",
+    "trainer.checkpoint.async_save",
+    "dist.timeout_s",
+    "dist.cpu_offload",
+    "dist.reshard_after_forward",
     # a path: the copied warm-up parts carry the record of the config that built them, which is checked instead
     "reward.memreward.warmup_from",
 )

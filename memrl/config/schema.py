@@ -545,6 +545,18 @@ class TrainerConfig:
     start from the same model; `memrl eval` measures it once)"""
     progress: bool = True
     """a progress bar (false: one log line per step)"""
+    checkpoint: TrainerCheckpointConfig = field(default_factory=lambda: TrainerCheckpointConfig())
+    """how checkpoints are written (dist=fsdp2)"""
+
+
+@dataclass
+class TrainerCheckpointConfig:
+    """How a run's checkpoints are written."""
+
+    async_save: bool = False
+    """dist=fsdp2 only: write the sharded DCP checkpoint in the background (DCP async_save on a gloo process group
+    of its own) while training continues; the step's trainer state, reward state and train/latest follow when it
+    completes (at the next save or the end of the run)"""
 
 
 @dataclass
@@ -579,6 +591,8 @@ class TrainAppConfig(EvalAppConfig):
     """the RL loop"""
     meds: MedsConfig = field(default_factory=MedsConfig)
     """MEDS reward shaping"""
+    dist: DistConfig = field(default_factory=lambda: DistConfig())
+    """one process (none) or FSDP2 over every torchrun process (fsdp2; docs/scaling.md)"""
     task_name: str = "train"
     """names the run directory: outputs/<task_name>/<date_time>"""
     plugins: list[str] = field(default_factory=list)
@@ -595,8 +609,7 @@ def register_configs() -> None:
 
 
 # ---------------------------------------------------------------------------------------------------
-# dist: scale-out on FSDP2 + DCP + torchrun (memrl/dist, docs/scaling.md). Not yet part of the train
-# app's defaults: the trainer is wired to it in a later step.
+# dist: scale-out on FSDP2 + DCP + torchrun (memrl/dist, docs/scaling.md); TrainAppConfig.dist.
 
 
 class DistStrategy(str, Enum):

@@ -106,11 +106,13 @@ class DistCheckpointer:
         trainer_state: dict[str, Any] | None = None,
         reward_state: Any = None,
         protect: frozenset[int] = frozenset(),
+        export_tokenizer: Any = None,
     ) -> Path:
         """Write `global_step_<step>/` (shards, RNG, scheduler; rank 0: rewards, trainer state), then `latest`.
 
-        `reward_state` matters on rank 0 only. With async_save this returns once the shards are staged;
-        the rest is written when the save completes.
+        `reward_state` matters on rank 0 only. With `export_tokenizer` the full weights and that tokenizer are
+        also written as a Hugging Face folder, `policy/` (what `memrl eval <run>` and `memrl.policy.load` read).
+        With async_save this returns once the shards are staged; the rest is written when the save completes.
         """
         import torch.distributed.checkpoint as dcp
 
@@ -121,6 +123,8 @@ class DistCheckpointer:
             if final.exists():  # a leftover of an earlier run that reached this step
                 shutil.rmtree(final)
         barrier()
+        if export_tokenizer is not None:
+            export_hf(model, final / POLICY, export_tokenizer)
         state = _state(model, optimizer, scheduler)
         state[rng_key(_rank())] = rng_state()
         meta = {"step": step, **(trainer_state or {}), "world_size": _world()}
@@ -197,6 +201,16 @@ class DistCheckpointer:
             set_rng_state(state[rng_key(_rank())])
         rewards = torch.load(path / REWARDS, weights_only=False) if _rank() == 0 else None
         return {"trainer": trainer, "rewards": rewards, "resharded": resharded}
+
+
+def load_model(path: Path, model: Any) -> None:
+    """Load only the model's weights of checkpoint `path` into the sharded `model` (every rank calls it)."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import get_model_state_dict, set_model_state_dict
+
+    state = {"model": get_model_state_dict(model)}
+    dcp.load(state, checkpoint_id=str(Path(path) / DCP_DIR))
+    set_model_state_dict(model, state["model"])
 
 
 def full_state_dict(model: Any) -> dict[str, torch.Tensor]:

@@ -163,4 +163,8 @@ def launch_time_resolver(pattern: str) -> str:
     run directory `${paths.output_root}/${task_name}/${memrl_launch_time:%Y-%m-%d_%H-%M-%S}`: every rank of a
     torchrun launch resolves the same folder; one process gets its own clock, as with `now`.
     """
-    return _launch_time().strftime(pattern)
+    env = detect_env()
+    if os.environ.get(LAUNCH_TIME_ENV) or (env.launched and env.world_size > 1):
+        return _launch_time().strftime(pattern)
+    # one process: the clock at each resolution, as Hydra's `now` (several runs in one process differ)
+    return _dt.datetime.now().strftime(pattern)

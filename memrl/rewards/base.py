@@ -94,11 +94,14 @@ class ScoringOutputs:
             position was -1; None when nothing was requested.
         positions: [B] the requested positions (-1: none).
         model: the policy (read-only use, e.g. its output embedding for logit-lens features).
+        features: what the requesting component's `features` made of the hidden states, when a distributed
+            run computed them on each rank and gathered them to rank 0 (hidden_states and model are None then).
     """
 
     hidden_states: torch.Tensor | None
     positions: torch.Tensor | None
     model: Any = None
+    features: Any = None
 
 
 class RewardComponent:
@@ -111,6 +114,11 @@ class RewardComponent:
 
     def hidden_state_request(self) -> HiddenStateRequest | None:
         """Hidden states to collect in the scoring pass for `shape` (None: none)."""
+        return None
+
+    def features(self, scoring: ScoringOutputs, rollouts: list[Rollout]) -> Any:
+        """What `shape` needs of the hidden states, computed where they are (each rank of a distributed run;
+        gathered to rank 0 as `ScoringOutputs.features`). Components that request hidden states define it."""
         return None
 
     def shape(self, groups: list[Group], scoring: ScoringOutputs, ctx: RewardContext) -> dict[str, float]:
@@ -146,6 +154,13 @@ class RewardPipeline:
         if len(requests) > 1:
             raise ValueError("only one reward component may request hidden states")
         return requests[0] if requests else None
+
+    def features(self, scoring: ScoringOutputs, rollouts: list[Rollout]) -> Any:
+        """The hidden-state requester's `features` (None when no component requests hidden states)."""
+        for c in self.components:
+            if c.hidden_state_request() is not None:
+                return c.features(scoring, rollouts)
+        return None
 
     def shape(self, groups: list[Group], scoring: ScoringOutputs, ctx: RewardContext) -> dict[str, float]:
         out: dict[str, float] = {}

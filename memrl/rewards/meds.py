@@ -103,7 +103,8 @@ class MEDSShaper(RewardComponent):
         owner = [g for g in groups for _ in g.rollouts]  # the group of each rollout, in batch order
         # the outcome the reward believes (trained groups are judged): ground truth or a predicted reward
         correct = [o >= 0.5 for g in groups for o in g.outcome]
-        rows, feats = self.features(scoring, rollouts)
+        # a distributed run computed them on each rank (trainer._shape_on_rank0)
+        rows, feats = scoring.features if scoring.features is not None else self.features(scoring, rollouts)
         t_feat = time.perf_counter() - t0
 
         # one memory per (prompt, correctness): assign against past steps, then store and refit

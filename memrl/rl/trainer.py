@@ -27,6 +27,7 @@ and its help text: memrl/config/schema.py).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -42,6 +43,7 @@ import torch
 from memrl.config.schema import AlgoConfig, TrainAppConfig
 from memrl.data.labels import GroundTruth
 from memrl.data.problem import Problem
+from memrl.dist.runtime import all_gather_objects, broadcast_object, gather_objects, global_sum, grad_norm_value
 from memrl.errors import UserError
 from memrl.grading import GradeItem
 from memrl.memreward.metrics import binary_metrics
@@ -94,6 +96,12 @@ class Trainer:
         ref_model: frozen reference policy for the KL term (None when the KL coefficient is 0).
         validate: called with the step number, returns validation metrics (None: no validation).
         log_fn: receives each step's metrics (a tracker's `log`).
+        dist_ctx: the process group of a `dist=fsdp2` run (`memrl.dist.runtime.DistContext`; the model already
+            sharded), None in one process. Each rank then generates whole groups for its share of the prompts
+            (each group under its own seed, so the rollouts do not depend on the number of ranks), rank 0 runs
+            the reward components and the dynamic-sampling decision and broadcasts them, and each rank updates
+            on its share of every mini-batch with the loss scaled to the global counts (docs/scaling.md).
+        checkpointer: a `memrl.dist.checkpoint.DistCheckpointer` (with dist_ctx): sharded DCP checkpoints.
     """
 
     def __init__(
@@ -111,6 +119,8 @@ class Trainer:
         ref_model: Any = None,
         validate: Callable[[int], dict[str, float]] | None = None,
         log_fn: Callable[[dict[str, float], int], None] | None = None,
+        dist_ctx: Any = None,
+        checkpointer: Any = None,
     ) -> None:
         a, t = cfg.algo, cfg.trainer
         if t.train_batch_size % t.ppo_mini_batch_size:
@@ -138,6 +148,12 @@ class Trainer:
         self.grader = grader
         self.validate = validate
         self.log_fn = log_fn
+        self.dist = dist_ctx
+        self.checkpointer = checkpointer
+        self.world = dist_ctx.world_size if dist_ctx is not None else 1
+        self.rank = dist_ctx.rank if dist_ctx is not None else 0
+        # rank 0 writes the run directory's files (metrics.jsonl, checkpoints' shared parts) and logs metrics
+        self.is_main = self.rank == 0
         self.device = next(model.parameters()).device
         self.compute_dtype = resolve_compute_dtype(t.compute_dtype, str(self.device))
         # oracle / partial rewards judge labelled queries only, so only those are drawn; a reward model
@@ -186,7 +202,7 @@ class Trainer:
             raise ValueError(f"unknown trainer.resume={tc.resume}; valid: auto, disable")
         if self.step == 0 and tc.val_before_train and self.validate:
             self._log({"step": 0, **self._validate(0)})
-        bar = _Bar(tc.progress, self.total_steps, self.step)
+        bar = _Bar(tc.progress and self.is_main, self.total_steps, self.step)
         with bar:
             while self.step < self.total_steps:
                 result = self.train_step()
@@ -206,6 +222,8 @@ class Trainer:
                     t = time.time()
                     self.save()
                     log.info("checkpoint global_step_%d (%.1fs)", self.step, time.time() - t)
+        if self.checkpointer is not None:
+            self.checkpointer.wait()  # an async save's trainer state and train/latest
         return self.history
 
     def _track_best_val(self, m: dict[str, float]) -> bool:
@@ -233,6 +251,8 @@ class Trainer:
 
     def _log(self, m: dict[str, float]) -> None:
         self.history.append(m)
+        if not self.is_main:
+            return
         with open(self.metrics_path, "a", encoding="utf-8") as f:
             f.write(json.dumps(m) + "\n")
         if self.log_fn:
@@ -240,7 +260,9 @@ class Trainer:
 
     # ------------------------------------------------------------------------------------------ step
 
-    def _generate(self, indices: list[int]) -> list[Group]:
+    def _generate(self, indices: list[int], first_draw: int = 0) -> list[Group] | None:
+        """The groups of prompts `indices`; with dist_ctx: each rank generates its share, rank 0 gets them all
+        (None on the other ranks). `first_draw`: the sampler's draw number of indices[0] (a group's seed)."""
         r = self.cfg.rollout
         params = SamplingParams(
             n=r.n,
@@ -250,8 +272,13 @@ class Trainer:
             max_new_tokens=r.max_new_tokens,
             stop=tuple(r.stop),
         )
+        if self.dist is not None:
+            return self._generate_share(indices, first_draw, params)
         with autocast_context(self.device, self.compute_dtype):
             out = self.engine.generate([self.prompts[i] for i in indices], params)
+        return self._groups(indices, out)
+
+    def _groups(self, indices: list[int], out: list[list[Any]]) -> list[Group]:
         return [
             Group(
                 problem=GroundTruth.public(self.problems[i]),
@@ -261,6 +288,29 @@ class Trainer:
             )
             for i, rs in zip(indices, out)
         ]
+
+    def _generate_share(self, indices: list[int], first_draw: int, params: SamplingParams) -> list[Group] | None:
+        """This rank's contiguous share of `indices`, one `generate` call per group under the seed of its draw
+        number (the same rollouts for any number of ranks, and on resume); every rank makes the same number of
+        calls (a rank with a shorter share repeats a prompt and drops it), as the sharded forward passes need."""
+        share = split_evenly(len(indices), self.world)
+        mine = share[self.rank]
+        calls = max(len(x) for x in share)
+        out: list[tuple[int, list[Any]]] = []
+        for c in range(calls):
+            j = mine[c] if c < len(mine) else (mine[0] if mine else 0)
+            seeded = dataclasses.replace(params, seed=group_seed(int(self.cfg.seed), first_draw + j))
+            devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
+            # the group's own seed must not move the training RNG (ranks generate different groups)
+            with torch.random.fork_rng(devices=devices), autocast_context(self.device, self.compute_dtype):
+                rollouts = self.engine.generate([self.prompts[indices[j]]], seeded)[0]
+            if c < len(mine):
+                out.append((j, rollouts))
+        parts = gather_objects(out)
+        if parts is None:
+            return None
+        done = dict(x for part in parts for x in part)
+        return self._groups(indices, [done[j] for j in range(len(indices))])
 
     def _context(self) -> RewardContext:
         return RewardContext(self.gt, self.grader, self.step, self.cfg.rollout.max_new_tokens)
@@ -277,28 +327,35 @@ class Trainer:
         batches = 0
         while True:
             t = time.time()
-            groups = self._generate(self.sampler.next(self.gen_batch_size))
+            first_draw = self.sampler.epoch * self.sampler.size + self.sampler.position
+            groups = self._generate(self.sampler.next(self.gen_batch_size), first_draw)
             timing["gen"] += time.time() - t
-            t = time.time()
-            self.pipeline.score(groups, self._context())
-            timing["reward"] += time.time() - t
-            generated += groups
             batches += 1
-            judged = [g for g in groups if g.judged]
-            if fg.enable:
-                # on the binary outcome, never on a shaped score (shaped all-fail groups would survive)
-                judged = [g for g, ok in zip(judged, mixed_groups([g.outcome for g in judged])) if ok]
-            kept += judged
-            if not fg.enable or len(kept) >= batch_size:
+            stop = False
+            if groups is not None:  # one process, or rank 0: the reward components and the keep / refill decision
+                t = time.time()
+                self.pipeline.score(groups, self._context())
+                timing["reward"] += time.time() - t
+                generated += groups
+                judged = [g for g in groups if g.judged]
+                if fg.enable:
+                    # on the binary outcome, never on a shaped score (shaped all-fail groups would survive)
+                    judged = [g for g, ok in zip(judged, mixed_groups([g.outcome for g in judged])) if ok]
+                kept += judged
+                stop = not fg.enable or len(kept) >= batch_size
+                if not stop and 0 < fg.max_num_gen_batches <= batches:
+                    log.warning(
+                        "dynamic sampling: %d of %d groups after %d generation batches; training on those",
+                        len(kept),
+                        batch_size,
+                        batches,
+                    )
+                    stop = True
+            # rank 0 decides for every rank (the same number of generation batches and micro-steps everywhere)
+            if broadcast_object(stop):
                 break
-            if 0 < fg.max_num_gen_batches <= batches:
-                log.warning(
-                    "dynamic sampling: %d of %d groups after %d generation batches; training on those",
-                    len(kept),
-                    batch_size,
-                    batches,
-                )
-                break
+        if self.dist is not None:
+            kept = broadcast_object(kept[:batch_size] if self.is_main else None)
         return kept[:batch_size], generated, batches
 
     def train_step(self) -> StepResult:
@@ -308,10 +365,12 @@ class Trainer:
         timing = {"gen": 0.0, "reward": 0.0, "old_log_prob": 0.0, "ref": 0.0, "adv": 0.0, "update_actor": 0.0}
         groups, generated, n_batches = self.collect_groups(timing)
         metrics: dict[str, float] = {"batch/num_gen_batches": n_batches, "batch/trained_groups": len(groups)}
-        metrics.update(self._generation_metrics(generated))
-        metrics.update(self.pipeline.metrics(generated))
+        if self.is_main:  # the other ranks of a distributed run have only the trained groups
+            metrics.update(self._generation_metrics(generated))
+            metrics.update(self.pipeline.metrics(generated))
         if not groups:
-            log.warning("step %d: no group to train on (all outcomes equal); skipping the update", self.step + 1)
+            if self.is_main:
+                log.warning("step %d: no group to train on (all outcomes equal); skipping the update", self.step + 1)
             with warnings.catch_warnings():  # the schedule counts RL steps, updated or not
                 warnings.simplefilter("ignore", UserWarning)
                 self.scheduler.step()
@@ -345,9 +404,11 @@ class Trainer:
             timing["ref"] = time.time() - t
 
         t = time.time()
-        shape_metrics = self.pipeline.shape(
-            groups, ScoringOutputs(hidden_states=hidden, positions=positions, model=self.model), self._context()
-        )
+        scoring = ScoringOutputs(hidden_states=hidden, positions=positions, model=self.model)
+        if self.dist is None:
+            shape_metrics = self.pipeline.shape(groups, scoring, self._context())
+        else:
+            shape_metrics = self._shape_on_rank0(groups, rollouts, scoring)
         metrics.update(shape_metrics)
         # [B*G]
         batch.scores = torch.tensor([x for g in groups for x in g.score], dtype=torch.float32, device=self.device)
@@ -370,8 +431,43 @@ class Trainer:
         timing["update_actor"] = time.time() - t
         self.engine.sync_weights(self.model)
         metrics.update(self._time_metrics(timing, t_step, int(batch.attention_mask.sum().item())))
-        metrics.update(self._metrics_only_truth(generated))
+        if self.is_main:
+            metrics.update(self._metrics_only_truth(generated))
         return StepResult(metrics, groups)
+
+    def _shape_on_rank0(self, groups: list[Group], rollouts: list[Any], scoring: ScoringOutputs) -> dict[str, float]:
+        """Phase 2 of the rewards in a distributed run: each rank turns the hidden states of its share of the
+        rows into the shaper's features (e.g. MEDS's [rollouts x layers] logits), rank 0 gathers them, runs
+        the stateful shaping on every group, and broadcasts the scores (and per-rollout extras) back."""
+        features = None
+        if scoring.hidden_states is not None:
+            mine = split_evenly(len(rollouts), self.world)[self.rank]
+            local = ScoringOutputs(scoring.hidden_states, scoring.positions[mine], self.model)
+            # the shaper reads the output head and final norm: the root group's full parameters, gathered
+            unshard = getattr(self.model, "unshard", None)
+            if unshard is not None:
+                unshard()
+            try:
+                rows, feats = self.pipeline.features(local, [rollouts[i] for i in mine])
+            finally:
+                if unshard is not None:
+                    self.model.reshard()
+            parts = gather_objects((mine, rows, feats))
+            if parts is not None:
+                all_rows = [m[int(i)] for m, rs, _ in parts for i in rs]
+                nonempty = [f for _, rs, f in parts if len(rs)]
+                features = (
+                    torch.tensor(all_rows, dtype=torch.long).numpy(),
+                    torch.cat(nonempty) if nonempty else torch.zeros(0, 0),
+                )
+        out: dict[str, float] = {}
+        if self.is_main:
+            done = ScoringOutputs(None, scoring.positions, None, features=features)
+            out = self.pipeline.shape(groups, done, self._context())
+        shaped = broadcast_object([(g.score, g.extra) for g in groups] if self.is_main else None)
+        for g, (score, extra) in zip(groups, shaped):
+            g.score, g.extra = score, extra
+        return out
 
     def _metrics_only_truth(self, generated: list[Group]) -> dict[str, float]:
         """How right the rewards were on unlabelled queries, from their ground truth: metrics only.
@@ -405,10 +501,17 @@ class Trainer:
         was = model.training
         model.eval()
         logps, hiddens = [], []
+        micro = self.cfg.trainer.micro_batch_size
+        # distributed: this rank's share of the rows (the same number of forward calls on every rank)
+        shares = split_evenly(len(batch), self.world)
+        mine = shares[self.rank]
+        calls = [mine[i : i + micro] for i in range(0, len(mine), micro)]
+        calls += [[]] * (max(-(-len(x) // micro) for x in shares) - len(calls))
         try:
-            micro = self.cfg.trainer.micro_batch_size
-            for start in range(0, len(batch), micro):
-                idx = list(range(start, min(start + micro, len(batch))))
+            for idx in calls:
+                if not idx:  # a padding call: every rank runs the same sharded forward passes
+                    forward_batch(model, batch.select([0]), self.cfg.rollout.temperature, compute_dtype=self.compute_dtype)
+                    continue
                 out = forward_batch(
                     model,
                     batch.select(idx),
@@ -421,7 +524,11 @@ class Trainer:
                     hiddens.append(out.hidden_states.cpu())
         finally:
             model.train(was)
-        return torch.cat(logps), (torch.cat(hiddens) if hiddens else None)
+        logp = torch.cat(logps) if logps else batch.response_mask[:0].float()
+        if self.dist is not None:
+            # every rank needs every row's log-probs (any rank may train on any row); hidden states stay local
+            logp = torch.cat([x.to(self.device) for x in all_gather_objects(logp.cpu())])
+        return logp, (torch.cat(hiddens) if hiddens else None)
 
     def _update(self, batch: RolloutBatch, groups: list[Group], n_mini: int) -> dict[str, float]:
         a, t = self.cfg.algo, self.cfg.trainer
@@ -444,23 +551,39 @@ class Trainer:
         for _ in range(t.ppo_epochs):
             order = list(range(len(groups)))
             if t.ppo_epochs > 1:
-                order = torch.randperm(len(groups)).tolist()
+                # rank 0's shuffle for every rank
+                order = broadcast_object(torch.randperm(len(groups)).tolist())
             for m in range(n_mini):
                 mini_groups = order[m * t.ppo_mini_batch_size : (m + 1) * t.ppo_mini_batch_size]
                 rows = [r for gi in mini_groups for r in rows_of[gi]]
                 if not rows:
                     continue
-                mb = batch.select(rows)  # [b*G, L] rows of this mini-batch's b groups
+                # distributed: this rank's share of the mini-batch's rows; `calls` pads every rank to the same
+                # number of micro-steps (the sharded forward and backward passes are collectives)
+                shares = split_evenly(len(rows), self.world)
+                mb = batch.select([rows[i] for i in shares[self.rank]] or rows[:1])  # [b*G / W, L]
+                local = shares[self.rank]
+                n_calls = max(-(-len(x) // t.micro_batch_size) for x in shares)
+                local_tokens = mb.response_mask.sum().item() if local else 0.0
+                # the loss is normalised by the whole mini-batch's counts (all ranks), and multiplied by the
+                # number of ranks, which FSDP2's gradient average divides out: the result does not depend on it
                 norm = dict(
-                    num_tokens=mb.response_mask.sum().item(),
-                    num_seqs=len(mb),
+                    num_tokens=global_sum(local_tokens) if self.dist is not None else local_tokens,
+                    num_seqs=len(rows),
                     norm_length=float(self.cfg.rollout.max_new_tokens),
                 )
                 self.optimizer.zero_grad(set_to_none=True)
                 mb_loss = mb_pg = 0.0
                 # this mini-batch's entropy and KL, summed from its micro-batches' shares (as its loss is)
                 mb_terms: dict[str, float] = {}
-                for mstart in range(0, len(mb), t.micro_batch_size):
+                for c in range(n_calls):
+                    mstart = c * t.micro_batch_size
+                    if mstart >= len(local):  # padding: a forward and backward that contribute nothing
+                        pad = forward_batch(
+                            self.model, mb.select([0]), self.cfg.rollout.temperature, compute_dtype=self.compute_dtype
+                        )
+                        (pad.log_prob.sum() * 0.0).backward()
+                        continue
                     mu = mb.select(list(range(mstart, min(mstart + t.micro_batch_size, len(mb)))))  # [M, L]
                     # log_prob, entropy: [M, L]
                     out = forward_batch(
@@ -492,19 +615,25 @@ class Trainer:
                         )
                         loss = loss + self.kl_coef * kl
                         mb_terms["actor/kl_loss"] = mb_terms.get("actor/kl_loss", 0.0) + kl.item()
-                    loss.backward()
+                    (loss * self.world).backward()
                     mb_loss += loss.item()
                     mb_pg += pg_loss.item()
                     add("actor/pg_clipfrac", stats["clipfrac"].item(), w)
                     add("actor/pg_clipfrac_lower", stats["clipfrac_lower"].item(), w)
                     add("actor/ppo_kl", stats["approx_kl"].item(), w)
-                grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), t.grad_clip)
-                if torch.isfinite(grad_norm):
+                # a DTensor under FSDP2: read through full_tensor()
+                grad_norm = grad_norm_value(torch.nn.utils.clip_grad_norm_(self.model.parameters(), t.grad_clip))
+                if math.isfinite(grad_norm):
                     self.optimizer.step()
                 else:
                     log.warning("non-finite gradient norm; optimiser step skipped")
                     self.optimizer.zero_grad(set_to_none=True)
-                add("actor/grad_norm", grad_norm.item())
+                if self.dist is not None:  # the mini-batch's loss terms: the sum of every rank's shares
+                    keys = sorted(mb_terms)
+                    summed = all_gather_objects([mb_loss, mb_pg, *(mb_terms[k] for k in keys)])
+                    mb_loss, mb_pg, *rest = [sum(v) for v in zip(*summed)]
+                    mb_terms = dict(zip(keys, rest))
+                add("actor/grad_norm", grad_norm)
                 add("actor/pg_loss", mb_pg)
                 add("actor/loss", mb_loss)
                 for key, value in mb_terms.items():
@@ -513,6 +642,11 @@ class Trainer:
         with warnings.catch_warnings():  # the schedule counts RL steps, the optimiser step skipped or not
             warnings.simplefilter("ignore", UserWarning)
             self.scheduler.step()
+        if self.dist is not None:  # the token-weighted statistics over every rank's tokens
+            weighted = ("actor/pg_clipfrac", "actor/pg_clipfrac_lower", "actor/ppo_kl")
+            parts = all_gather_objects({k: (sums.get(k, 0.0), counts.get(k, 0.0)) for k in weighted})
+            for k in weighted:
+                sums[k], counts[k] = sum(p[k][0] for p in parts), sum(p[k][1] for p in parts)
         # averages over the mini-batches that ran (an empty one, fewer groups than train_batch_size, is none)
         out = {k: sums[k] / counts[k] for k in sums if counts[k] > 0}
         out["actor/lr"] = lr
@@ -550,6 +684,25 @@ class Trainer:
     # ------------------------------------------------------------------------------------------ state
 
     def save(self) -> Path:
+        trainer_state = {
+            "sampler": self.sampler.state_dict(),
+            # rank 0's: the reward components run there (the other ranks of a distributed run read no label)
+            "label_reads": sorted(self.gt.reads),
+            "labelled_ids": sorted(self.gt.labelled_ids),
+            "best_val": self.best_val,
+        }
+        protect = frozenset() if self.best_val is None else frozenset({int(self.best_val["step"])})
+        if self.checkpointer is not None:
+            return self.checkpointer.save(
+                self.step,
+                self.model,
+                self.optimizer,
+                self.scheduler,
+                trainer_state=trainer_state,
+                reward_state=self.pipeline.state_dict() if self.is_main else None,
+                protect=protect,
+                export_tokenizer=self.tokenizer,
+            )
         return ckpt.save_checkpoint(
             self.train_dir,
             self.step,
@@ -557,22 +710,20 @@ class Trainer:
             self.tokenizer,
             self.optimizer,
             self.scheduler,
-            {
-                "sampler": self.sampler.state_dict(),
-                "label_reads": sorted(self.gt.reads),
-                "labelled_ids": sorted(self.gt.labelled_ids),
-                "best_val": self.best_val,
-            },
+            trainer_state,
             self.pipeline.state_dict(),
             keep=self.cfg.trainer.max_ckpt_to_keep,
-            protect=frozenset() if self.best_val is None else frozenset({int(self.best_val["step"])}),
+            protect=protect,
         )
 
     def _maybe_resume(self) -> None:
         path = ckpt.latest_checkpoint(self.train_dir)
         if path is None:
             return
-        state = ckpt.load_checkpoint(path, self.model, self.optimizer, self.scheduler)
+        if self.checkpointer is not None:
+            state = self.checkpointer.load(path, self.model, self.optimizer, self.scheduler)
+        else:
+            state = ckpt.load_checkpoint(path, self.model, self.optimizer, self.scheduler)
         saved_split = state["trainer"].get("labelled_ids")
         if saved_split is not None and set(saved_split) != set(self.gt.labelled_ids):
             raise UserError(
@@ -582,16 +733,33 @@ class Trainer:
         self.step = int(state["trainer"]["step"])
         self.best_val = state["trainer"].get("best_val")
         self.sampler.load_state_dict(state["trainer"]["sampler"])
-        self.gt.reads.update(state["trainer"].get("label_reads", []))
-        self.pipeline.load_state_dict(state["rewards"])
+        if self.is_main:  # the reward components (and the labels they read) live on rank 0
+            self.gt.reads.update(state["trainer"].get("label_reads", []))
+            self.pipeline.load_state_dict(state["rewards"])
         self.engine.sync_weights(self.model)
         # metrics written after the checkpoint by the killed run are dropped: they will be recomputed
-        if self.metrics_path.exists():
+        if self.metrics_path.exists() and self.is_main:
             # lines torn by the kill are skipped
             rows = [r for r in read_jsonl_tolerant(self.metrics_path) if r.get("step", 0) <= self.step]
             atomic_write_jsonl(self.metrics_path, rows)
             self.history = rows
         log.info("resumed from %s (step %d)", path, self.step)
+
+
+def split_evenly(n: int, parts: int) -> list[list[int]]:
+    """range(n) in `parts` contiguous chunks whose sizes differ by at most one (the first ones longer)."""
+    base, extra = divmod(n, parts)
+    out, start = [], 0
+    for p in range(parts):
+        size = base + (1 if p < extra else 0)
+        out.append(list(range(start, start + size)))
+        start += size
+    return out
+
+
+def group_seed(seed: int, draw: int) -> int:
+    """The sampling seed of the `draw`-th prompt a run draws (distributed runs: independent of the rank)."""
+    return (seed * 1_000_003 + draw) % (2**31 - 1)
 
 
 def steps_for_epochs(epochs: float, pool_size: int, train_batch_size: int) -> int:

@@ -33,7 +33,13 @@ class HFEngine:
         model: a causal LM (its device is used for inputs).
         tokenizer: left-padding tokenizer with a pad token.
         batch_size: prompts per `generate` call (each expands to `n` sequences).
+
+    Attributes:
+        synced_gpus: pass `synced_gpus=True` to `generate` (a sharded policy over several ranks: a rank whose
+            sequences ended keeps running forward passes until every rank's have, as FSDP's all-gathers need).
     """
+
+    synced_gpus = False
 
     def __init__(self, model: Any, tokenizer: Any, batch_size: int = 64) -> None:
         if tokenizer.padding_side != "left":
@@ -91,6 +97,8 @@ class HFEngine:
             pad_token_id=tok.pad_token_id,
             eos_token_id=tok.eos_token_id,
         )
+        if self.synced_gpus:
+            gen_kwargs["synced_gpus"] = True
         if params.greedy:
             gen_kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
         else:

@@ -17,8 +17,10 @@ length, entropy / KL, update size against step), `train/global_step_N/` checkpoi
 from __future__ import annotations
 
 import copy
+import datetime as _dt
 import json
 import logging
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -26,6 +28,8 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from memrl.data.loaders import load_eval_sets
+from memrl.dist.env import require_launch
+from memrl.dist.runtime import barrier, enum_value, init_distributed, shutdown
 from memrl.errors import UserError
 from memrl.eval.runner import EvalSettings, evaluate_problems
 from memrl.grading.build import build_grader
@@ -37,10 +41,10 @@ from memrl.rl.plots import plot_training_curves
 from memrl.rl.scoring import resolve_compute_dtype
 from memrl.rl.trainer import BEST_VAL_KEY, Trainer, kl_coef
 from memrl.rollout.build import build_engine
-from memrl.run_dir import RunDir, check_steps
+from memrl.run_dir import RunDir, check_steps, original_command
 from memrl.stages.common import label_ratio, load_training_data, prompt_builder, seed_everything
 from memrl.stages.evaluate import evaluate_model
-from memrl.tracking import build_tracker
+from memrl.tracking import NoTracker, build_tracker
 from memrl.utils.io import atomic_write_json
 from memrl.utils.registry import import_plugins
 
@@ -85,6 +89,17 @@ def check_config(cfg: DictConfig) -> None:
     check_reward_config(cfg)
 
 
+def _wait_for_rank0() -> None:
+    """A barrier without a practical deadline, on a gloo group of its own (rank 0's MemReward warm-up)."""
+    import torch.distributed as dist
+
+    group = dist.new_group(backend="gloo", timeout=_dt.timedelta(days=7))
+    try:
+        barrier(group)
+    finally:
+        dist.destroy_process_group(group)
+
+
 def label_accounting(
     ratio: float, n_labelled: int, train_reads: set[str], val_ids: set[str], warmup: dict[str, Any] | None
 ) -> dict[str, Any]:
@@ -125,7 +140,23 @@ def finished_summary(run_dir: RunDir, total_steps: int) -> dict[str, Any] | None
 
 
 def run(cfg: DictConfig, run_dir: RunDir) -> dict[str, Any]:
-    """Train as configured; returns the final evaluation (or the last step's metrics)."""
+    """Train as configured; returns the final evaluation (or the last step's metrics).
+
+    With `dist=fsdp2` (under torchrun) every rank runs this; rank 0 alone writes the run directory's files.
+    """
+    env = require_launch(enum_value(cfg.dist.strategy), argv=original_command())
+    if enum_value(cfg.dist.strategy) != "fsdp2":
+        return _run(cfg, run_dir, None)
+    # joining the group waits for every rank, so rank 0 has prepared the run directory (apps.run_stage)
+    ctx = init_distributed(cfg.dist, env)
+    try:
+        return _run(cfg, run_dir, ctx)
+    finally:
+        shutdown()
+
+
+def _run(cfg: DictConfig, run_dir: RunDir, ctx: Any) -> dict[str, Any]:
+    main = ctx is None or ctx.is_main
     # load: plugins first (they register names the config may use), then checks, data, policy
     import_plugins(cfg.plugins)
     check_config(cfg)
@@ -139,6 +170,8 @@ def run(cfg: DictConfig, run_dir: RunDir) -> dict[str, Any]:
         OmegaConf.set_struct(model_cfg, False)
         model_cfg.dtype = "float32"
     model, tokenizer, model_path = load_policy(model_cfg, cfg.paths.cache_dir)
+    if ctx is not None:
+        model.to(ctx.device)
     if cfg.trainer.gradient_checkpointing:
         model.gradient_checkpointing_enable()
     model.train()
@@ -151,8 +184,13 @@ def run(cfg: DictConfig, run_dir: RunDir) -> dict[str, Any]:
     prompt_fn, style = prompt_builder(cfg, tokenizer)
     answer_format = str(getattr(cfg.data.answer_format, "value", cfg.data.answer_format))
     engine = build_engine(cfg.rollout, model, tokenizer)
+    if ctx is not None and ctx.world_size > 1 and hasattr(engine, "synced_gpus"):
+        engine.synced_gpus = True  # ranks' sequences end at different lengths; the sharded forwards stay in step
     config = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
-    tracker = build_tracker(cfg.logger, str(run_dir.root), config, name=f"train-{Path(run_dir.root).name}")
+    if main:
+        tracker = build_tracker(cfg.logger, str(run_dir.root), config, name=f"train-{Path(run_dir.root).name}")
+    else:
+        tracker = NoTracker()
     eval_sets = (
         load_eval_sets(cfg.data.eval_sets, Path(cfg.paths.data_dir), cfg.data.synthetic, limit=cfg.eval.limit)
         if cfg.trainer.final_eval and cfg.data.eval_sets
@@ -167,11 +205,35 @@ def run(cfg: DictConfig, run_dir: RunDir) -> dict[str, Any]:
             # its modules load the graph library (torch_geometric), so only a MemReward run imports them
             from memrl.stages.warmup import run_warmup
 
-            warmed.update(run_warmup(cfg, run_dir, (engine, prompt_fn, grader)))
+            if main:
+                warmed.update(run_warmup(cfg, run_dir, (engine, prompt_fn, grader)))
+            if ctx is not None:
+                # distributed: rank 0 warms up alone with the unsharded policy (before shard_model) and the others
+                # wait for it without a deadline (a warm-up takes as long as it takes; torchrun ends every rank
+                # if rank 0 dies), then read its artifacts
+                _wait_for_rank0()
+                if not main:
+                    warmed.update(run_warmup(cfg, run_dir, (engine, prompt_fn, grader)))
             model.train()
             return warmed
 
         pipeline = build_reward_pipeline(cfg, BuildContext(tokenizer, run_dir, warmup))
+        checkpointer = None
+        if ctx is not None:
+            from memrl.dist.checkpoint import DistCheckpointer
+            from memrl.dist.runtime import build_mesh
+            from memrl.dist.shard import shard_model
+
+            mesh = build_mesh(cfg.dist, ctx)
+            shard_model(model, mesh, cfg.dist)
+            if ref_model is not None:
+                shard_model(ref_model, mesh, cfg.dist)
+            checkpointer = DistCheckpointer(
+                Path(run_dir.root) / "train",
+                async_save=bool(cfg.trainer.checkpoint.async_save),
+                keep=cfg.trainer.max_ckpt_to_keep,
+                timeout_s=float(cfg.dist.timeout_s),
+            )
         val_settings = EvalSettings(
             greedy=True,
             n=int(cfg.trainer.val_n),
@@ -209,6 +271,8 @@ def run(cfg: DictConfig, run_dir: RunDir) -> dict[str, Any]:
             ref_model=ref_model,
             validate=validate if val_problems else None,
             log_fn=tracker.log,
+            dist_ctx=ctx,
+            checkpointer=checkpointer,
         )
         resume = str(cfg.trainer.resume) == "auto"
         # refuses a run asked to stop before the step this directory has trained to (docs/run-directory.md)
@@ -225,13 +289,16 @@ def run(cfg: DictConfig, run_dir: RunDir) -> dict[str, Any]:
         # a finished run continued for more steps keeps its initial evaluation
         earlier = Path(run_dir.root) / "train" / "summary.json"
         carried = json.loads(earlier.read_text()).get("initial") if resumed and earlier.is_file() else None
-        # run: the initial evaluation, training, the final evaluation
+        # run: the initial evaluation, training, the final evaluation. Distributed: every rank runs the whole
+        # evaluation (the sharded forward passes need them all; the numbers are those of one process), rank 0
+        # writes it into eval/, the others into a scratch folder
+        eval_dir = run_dir if main else RunDir(Path(tempfile.mkdtemp(prefix=f"memrl-eval-rank{ctx.rank}-")))
         initial = None
         if eval_sets and not resumed and cfg.trainer.initial_eval:
             log.info("evaluating the initial policy on %s", ", ".join(eval_sets))
             initial = evaluate_model(
                 cfg,
-                run_dir,
+                eval_dir,
                 model,
                 tokenizer,
                 model_path,
@@ -245,7 +312,7 @@ def run(cfg: DictConfig, run_dir: RunDir) -> dict[str, Any]:
         t0 = time.time()
         history = trainer.fit()
         train_seconds = time.time() - t0
-        if history:
+        if history and main:
             plot_training_curves(
                 history, trainer.train_dir / "curves.png", title=f"memrl train: {Path(model_path).name}"
             )
@@ -253,7 +320,12 @@ def run(cfg: DictConfig, run_dir: RunDir) -> dict[str, Any]:
         evaluated = trainer.train_dir / "latest"
         best = trainer.best_val_checkpoint()
         if best is not None:
-            load_policy_weights(best, model)
+            if ctx is None:
+                load_policy_weights(best, model)
+            else:
+                from memrl.dist.checkpoint import load_model
+
+                load_model(best, model)
             trainer.engine.sync_weights(model)
             evaluated = best
             final_checkpoint = {"selected_by": BEST_VAL_KEY, **trainer.best_val}
@@ -262,13 +334,14 @@ def run(cfg: DictConfig, run_dir: RunDir) -> dict[str, Any]:
         if eval_sets:
             final = evaluate_model(
                 cfg,
-                run_dir,
+                eval_dir,
                 model,
                 tokenizer,
                 str(evaluated),
                 eval_sets,
                 tag="final_",
                 tracker=tracker,
+                print_table=main,
                 engine=engine,
             )
     tracker.finish()
@@ -289,6 +362,8 @@ def run(cfg: DictConfig, run_dir: RunDir) -> dict[str, Any]:
         "last_step": history[-1] if history else None,
         "final_checkpoint": final_checkpoint,
     }
+    if not main:
+        return summary
     atomic_write_json(run_dir.path("train") / "summary.json", summary)
     if initial is not None and final is not None:
         a, b = initial["overall"].get("greedy_acc"), final["overall"].get("greedy_acc")

@@ -133,4 +133,6 @@ def dl(tiny_built):
         free_port=free_port,
         worker=WORKER,
         torchrun=TORCHRUN,
+        repo=REPO,
+        env=_env,
     )

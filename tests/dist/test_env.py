@@ -117,3 +117,22 @@ def test_dist_schema_rejects_unknown_values():
 
     with pytest.raises(ValidationError, match="fsdp3"):
         OmegaConf.merge(OmegaConf.structured(DistConfig), {"strategy": "fsdp3"})
+
+
+@pytest.mark.parametrize("experiment", ["paper/meds_qwen3-8b", "paper/memreward_qwen2.5-3b"])
+def test_a_paper_experiment_composes_with_fsdp2(compose_eval, experiment):
+    cfg = compose_eval(f"experiment={experiment}", "dist=fsdp2", "dist.mesh.replicate=2", config_name="train")
+    assert cfg.dist.strategy.value == "fsdp2" and cfg.dist.mesh.replicate == 2
+    assert compose_eval(config_name="train").dist.strategy.value == "none"  # the default: one process
+
+
+def test_memrl_train_with_fsdp2_without_torchrun_prints_the_command(dl, tmp_path):
+    """Refused before any data or model is loaded, exit 2, with the torchrun command to use."""
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in dl.env().items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
+    cmd = [sys.executable, "-m", "memrl.cli", "train", "dist=fsdp2", f"hydra.run.dir={tmp_path / 'run'}"]
+    out = subprocess.run(cmd, cwd=dl.repo, env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 2, out.stderr[-2000:]
+    assert "torchrun --standalone --nproc_per_node=<GPUs per node> --no-python memrl train dist=fsdp2" in out.stderr
