@@ -94,7 +94,7 @@ def train_args(model_dir: Path, run_dir: Path, a: argparse.Namespace, steps: int
         "trainer.lr_warmup_steps=0",
         "trainer.save_freq=2",
         "trainer.max_ckpt_to_keep=null",
-        "trainer.test_freq=1000",
+        "trainer.test_freq=0",  # no validation: this measures training
         "trainer.val_before_train=false",
         "trainer.initial_eval=false",
         "trainer.final_eval=false",

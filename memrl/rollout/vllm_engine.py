@@ -387,14 +387,17 @@ def _rank() -> int:
 def _launch_layout(tp_size: int) -> tuple[int, Any, str | None]:
     """(tensor-parallel size, this rank's TP process group or None, vLLM executor backend or None).
 
-    Without a process group: one in-process engine (vLLM's default executor), TP size 1. Under torchrun with
-    an initialised process group: `external_launcher`, and for TP > 1 the consecutive-rank subgroups (a
-    collective: every rank builds the engine at the same point).
+    Under torchrun with memrl's process group initialised (`dist=fsdp2`): `external_launcher`, and for TP > 1
+    the consecutive-rank subgroups (a collective: every rank builds the engine at the same point). Otherwise
+    one in-process engine (vLLM's default executor), TP size 1; a process group alone does not count, since
+    vLLM's default executor starts a one-process group of its own with the first engine.
     """
+    from memrl.dist.env import detect_env
+
     if tp_size < 1:
         raise UserError(f"rollout.tensor_parallel_size={tp_size}: it must be >= 1")
     dist = torch.distributed
-    if not (dist.is_available() and dist.is_initialized()):
+    if not (detect_env().launched and dist.is_available() and dist.is_initialized()):
         if tp_size > 1:
             raise UserError(
                 f"rollout.tensor_parallel_size={tp_size} spans several processes: launch with torchrun and "
