@@ -41,10 +41,22 @@ PEAK_FLOPS = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "A
 # Qwen2.5-0.5B's decoder layer (hidden 896, 14 heads of 64, 2 KV heads, MLP 4864); 32 layers make ~0.48B
 # parameters with the 400-token tokenizer in place of Qwen's 151,936-token embedding
 SHAPES = {
-    "0.5b": dict(hidden_size=896, intermediate_size=4864, num_hidden_layers=32, num_attention_heads=14,
-                 num_key_value_heads=2, head_dim=64),
-    "small": dict(hidden_size=256, intermediate_size=1024, num_hidden_layers=4, num_attention_heads=4,
-                  num_key_value_heads=2, head_dim=64),
+    "0.5b": dict(
+        hidden_size=896,
+        intermediate_size=4864,
+        num_hidden_layers=32,
+        num_attention_heads=14,
+        num_key_value_heads=2,
+        head_dim=64,
+    ),
+    "small": dict(
+        hidden_size=256,
+        intermediate_size=1024,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=64,
+    ),
 }
 
 
@@ -65,8 +77,13 @@ def build_model(out: Path, shape: str) -> int:
     eos = tok.eos_token_id
     torch.manual_seed(0)
     config = Qwen2Config(
-        vocab_size=len(tok), max_position_embeddings=4096, tie_word_embeddings=True,
-        bos_token_id=eos, eos_token_id=eos, pad_token_id=eos, **SHAPES[shape],
+        vocab_size=len(tok),
+        max_position_embeddings=4096,
+        tie_word_embeddings=True,
+        bos_token_id=eos,
+        eos_token_id=eos,
+        pad_token_id=eos,
+        **SHAPES[shape],
     )
     model = Qwen2ForCausalLM(config)
     model.generation_config = GenerationConfig(bos_token_id=eos, eos_token_id=eos, pad_token_id=eos)
@@ -111,7 +128,10 @@ def env(peak_dir: Path) -> dict[str, str]:
     e = dict(os.environ)
     e.update(
         PYTHONPATH=os.pathsep.join([str(REPO), e.get("PYTHONPATH", "")]).rstrip(os.pathsep),
-        HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", WANDB_MODE="disabled", TOKENIZERS_PARALLELISM="false",
+        HF_HUB_OFFLINE="1",
+        HF_DATASETS_OFFLINE="1",
+        WANDB_MODE="disabled",
+        TOKENIZERS_PARALLELISM="false",
         MEMRL_PEAK_DIR=str(peak_dir),
     )
     return e
@@ -133,8 +153,9 @@ def launch(cmd: list[str], log: Path, peak_dir: Path, kill_after_ckpt: Path | No
     with log.open("a") as f:
         f.write(f"$ {' '.join(cmd)}\n")
         f.flush()
-        proc = subprocess.Popen(cmd, cwd=REPO, env=env(peak_dir), stdout=f, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+        proc = subprocess.Popen(
+            cmd, cwd=REPO, env=env(peak_dir), stdout=f, stderr=subprocess.STDOUT, start_new_session=True
+        )
         t0 = time.time()
         while proc.poll() is None:
             if kill_after_ckpt is not None and kill_after_ckpt.exists():
@@ -174,7 +195,10 @@ def summary(name: str, run_dir: Path, peak_dir: Path, params: int, peak_flops: f
         "steps": len(rows),
         "wall_s": round(wall, 1),
         "step_time_s": round(mean("perf/time_per_step"), 3),
-        "tokens_per_s": round(mean("perf/throughput"), 1),
+        # all steady steps' tokens over their time (a mean of per-step ratios would overweight short steps)
+        "tokens_per_s": round(
+            sum(m["perf/total_num_tokens"] for m in steady) / sum(m["perf/time_per_step"] for m in steady), 1
+        ),
         "gen_s": round(mean("timing_s/gen"), 3),
         "update_s": round(upd, 3),
         "update_tflops": round(flops / 1e12, 2),
@@ -192,8 +216,12 @@ def main() -> None:
     ap.add_argument("--cpu", action="store_true", help="run on the CPU (gloo), for a machine without a GPU")
     ap.add_argument("--small", action="store_true", help="a ~3M-parameter model instead of ~0.5B")
     ap.add_argument("--no-fsdp2", action="store_true", help="skip the torchrun / dist=fsdp2 runs")
-    ap.add_argument("--resume-mode", choices=["fsdp2", "single"], default="fsdp2",
-                    help="which run is killed after its step-2 checkpoint and resumed")
+    ap.add_argument(
+        "--resume-mode",
+        choices=["fsdp2", "single"],
+        default="fsdp2",
+        help="which run is killed after its step-2 checkpoint and resumed",
+    )
     ap.add_argument("--prompts", type=int, default=None, help="prompts per step (default 16 on GPU, 4 on CPU)")
     ap.add_argument("--n", type=int, default=None, help="rollouts per prompt (default 8 on GPU, 2 on CPU)")
     ap.add_argument("--max-new-tokens", type=int, default=None, help="(default 256 on GPU, 24 on CPU)")
@@ -217,14 +245,18 @@ def main() -> None:
     log = out / "runs.log"
     name = torch.cuda.get_device_name(0) if gpu else "cpu"
     peak = next((v for k, v in PEAK_FLOPS.items() if k in name), None) if gpu else None
-    print(f"device: {name}; torch {torch.__version__}; peak bf16 dense: "
-          f"{peak / 1e12 if peak else 'unknown'} TFLOP/s", flush=True)
+    print(
+        f"device: {name}; torch {torch.__version__}; peak bf16 dense: {peak / 1e12 if peak else 'unknown'} TFLOP/s",
+        flush=True,
+    )
 
     t0 = time.time()
     model_dir = out / "model"
     params = build_model(model_dir, "small" if a.small else "0.5b")
-    print(f"model: random-initialised Qwen2, {params / 1e6:.1f}M parameters, built in {time.time() - t0:.1f} s",
-          flush=True)
+    print(
+        f"model: random-initialised Qwen2, {params / 1e6:.1f}M parameters, built in {time.time() - t0:.1f} s",
+        flush=True,
+    )
 
     results = {}
     runs = [("single", False)] + ([] if a.no_fsdp2 else [("fsdp2", True)])

@@ -48,6 +48,7 @@ import dataclasses
 import logging
 import os
 import random
+import weakref
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -219,6 +220,8 @@ class VLLMEngine:
             if self.on_cpu:  # vLLM's CPU worker pins torch to one thread for serving; the trainer needs them all
                 torch.set_num_threads = set_threads
                 torch.set_num_threads(threads)
+        if executor == "external_launcher":
+            _tolerant_teardown(self.llm)
         self.num_syncs = 0
         self.sync_weights(model)
 
@@ -376,6 +379,24 @@ def _no_autocast() -> contextlib.ExitStack:
     if torch.cuda.is_available():
         stack.enter_context(torch.autocast(device_type="cuda", enabled=False))
     return stack
+
+
+def _tolerant_teardown(llm: Any) -> None:
+    """Let vLLM's exit-time teardown of an `external_launcher` engine skip the process groups once the trainer
+    has destroyed them (`memrl.dist.runtime.shutdown()` at the end of a run), instead of failing on them with
+    "Invalid process group specified"; `VLLMEngine.close()` before the shutdown still tears everything down."""
+    client = llm.llm_engine.engine_core
+    finalizer = getattr(client, "_finalizer", None)  # vLLM 0.32's in-process client: weakref.finalize(shutdown)
+    if finalizer is None or finalizer.detach() is None:
+        return
+    client._finalizer = weakref.finalize(client, _shutdown_core, client.engine_core)
+
+
+def _shutdown_core(core: Any) -> None:
+    dist = torch.distributed
+    if dist.is_available() and dist.is_initialized():
+        core.shutdown()
+    # else: the process group and vLLM's groups within it are gone, and the process is ending
 
 
 def _rank() -> int:

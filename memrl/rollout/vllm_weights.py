@@ -42,9 +42,7 @@ def full_tensor(t: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tens
     mesh = t.device_mesh
     if t.device.type != mesh.device_type:
         # a CPU-offloaded shard (dist.cpu_offload) gathers on the mesh's device (NCCL cannot send CPU tensors)
-        t = DTensor.from_local(
-            t.to_local().to(mesh.device_type), mesh, t.placements, shape=t.shape, stride=t.stride()
-        )
+        t = DTensor.from_local(t.to_local().to(mesh.device_type), mesh, t.placements, shape=t.shape, stride=t.stride())
     return t.full_tensor()
 
 

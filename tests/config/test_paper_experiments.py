@@ -132,7 +132,6 @@ def test_meds_file_without_an_arm_is_the_method(compose_eval):
 def data_dir(tmp_path_factory) -> Path:
     """A data folder with the bundled benchmarks (linked) and tiny prepared sets built from fake hub rows."""
     import importlib.util
-    import sys
 
     from memrl.data.loaders import default_data_dir
     from memrl.stages.prepare import prepare
