@@ -259,8 +259,8 @@ class VLLMEngine:
 
         Under torchrun, vLLM's teardown destroys its own process groups and then the default one as well:
         call this after the run's last collective and before `memrl.dist.runtime.shutdown()` (which then
-        finds nothing left to do). Left to the end of the process instead, vLLM's exit-time teardown
-        meets groups the trainer has already destroyed and prints "Invalid process group specified".
+        finds nothing left to do). Not called, the engine is torn down at exit, skipping the groups the
+        trainer has destroyed by then (`_tolerant_teardown`).
         """
         llm, self.llm = getattr(self, "llm", None), None
         if llm is not None:
