@@ -18,10 +18,10 @@ from pathlib import Path
 from typing import Any
 
 import hydra
-from torch.distributed.elastic.multiprocessing.errors import record
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
+from torch.distributed.elastic.multiprocessing.errors import record
 
 from memrl import run_dir as reuse
 from memrl.config.schema import register_configs
@@ -110,6 +110,7 @@ def run_stage(cfg: DictConfig, stage: str, fn: Callable[[DictConfig, RunDir], An
 
 def _run_other_rank(cfg: DictConfig, run_dir: RunDir, fn: Callable[[DictConfig, RunDir], Any]) -> Any:
     """`fn` on a rank other than 0: warnings only, no manifest or status writes; a user error exits 2."""
+    logging.getLogger().setLevel(logging.WARNING)  # every library's INFO too (the shared memrl.log, the console)
     logging.getLogger("memrl").setLevel(logging.WARNING)
     try:
         return fn(cfg, run_dir)

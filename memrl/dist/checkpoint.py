@@ -125,9 +125,14 @@ class DistCheckpointer:
         barrier()
         if export_tokenizer is not None:
             export_hf(model, final / POLICY, export_tokenizer)
+        # get_state_dict initialises an optimiser that has not stepped yet with a zero-gradient step (Adam's step
+        # count becomes 1): undone here and on load, or a checkpoint before the first update changes the run
+        stepped = bool(optimizer.state)
         state = _state(model, optimizer, scheduler)
+        if not stepped:
+            optimizer.state.clear()
         state[rng_key(_rank())] = rng_state()
-        meta = {"step": step, **(trainer_state or {}), "world_size": _world()}
+        meta = {"step": step, **(trainer_state or {}), "world_size": _world(), "optimizer_stepped": stepped}
         blob = reward_state if _rank() == 0 else None
         if self.async_save and self._group is not None:
             future = dcp.async_save(state, checkpoint_id=str(final / DCP_DIR), process_group=self._group)
@@ -186,6 +191,8 @@ class DistCheckpointer:
             state[rng_key(_rank())] = rng_state()
         dcp.load(state, checkpoint_id=str(path / DCP_DIR))
         set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optim"])
+        if not trainer.get("optimizer_stepped", True):
+            optimizer.state.clear()  # saved before the first update: no moments, Adam's step count 0
         if scheduler is not None:
             scheduler.load_state_dict(state["scheduler"])
         if resharded:

@@ -510,7 +510,9 @@ class Trainer:
         try:
             for idx in calls:
                 if not idx:  # a padding call: every rank runs the same sharded forward passes
-                    forward_batch(model, batch.select([0]), self.cfg.rollout.temperature, compute_dtype=self.compute_dtype)
+                    forward_batch(
+                        model, batch.select([0]), self.cfg.rollout.temperature, compute_dtype=self.compute_dtype
+                    )
                     continue
                 out = forward_batch(
                     model,

@@ -20,6 +20,7 @@ import copy
 import datetime as _dt
 import json
 import logging
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -169,9 +170,11 @@ def _run(cfg: DictConfig, run_dir: RunDir, ctx: Any) -> dict[str, Any]:
     if str(model_cfg.dtype) == "auto":
         OmegaConf.set_struct(model_cfg, False)
         model_cfg.dtype = "float32"
-    model, tokenizer, model_path = load_policy(model_cfg, cfg.paths.cache_dir)
     if ctx is not None:
-        model.to(ctx.device)
+        # each rank loads the whole policy onto its own device (cuda:LOCAL_RANK, or the CPU), then shards it
+        OmegaConf.set_struct(model_cfg, False)
+        model_cfg.device = str(ctx.device)
+    model, tokenizer, model_path = load_policy(model_cfg, cfg.paths.cache_dir)
     if cfg.trainer.gradient_checkpointing:
         model.gradient_checkpointing_enable()
     model.train()
@@ -184,8 +187,6 @@ def _run(cfg: DictConfig, run_dir: RunDir, ctx: Any) -> dict[str, Any]:
     prompt_fn, style = prompt_builder(cfg, tokenizer)
     answer_format = str(getattr(cfg.data.answer_format, "value", cfg.data.answer_format))
     engine = build_engine(cfg.rollout, model, tokenizer)
-    if ctx is not None and ctx.world_size > 1 and hasattr(engine, "synced_gpus"):
-        engine.synced_gpus = True  # ranks' sequences end at different lengths; the sharded forwards stay in step
     config = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
     if main:
         tracker = build_tracker(cfg.logger, str(run_dir.root), config, name=f"train-{Path(run_dir.root).name}")
@@ -226,6 +227,10 @@ def _run(cfg: DictConfig, run_dir: RunDir, ctx: Any) -> dict[str, Any]:
 
             mesh = build_mesh(cfg.dist, ctx)
             shard_model(model, mesh, cfg.dist)
+            if ctx.world_size > 1 and hasattr(engine, "synced_gpus"):
+                # from here every rank generates at once: ranks' sequences end at different lengths, and the
+                # sharded forward passes must stay in step (not before: rank 0's warm-up generates alone)
+                engine.synced_gpus = True
             if ref_model is not None:
                 shard_model(ref_model, mesh, cfg.dist)
             checkpointer = DistCheckpointer(
@@ -292,7 +297,8 @@ def _run(cfg: DictConfig, run_dir: RunDir, ctx: Any) -> dict[str, Any]:
         # run: the initial evaluation, training, the final evaluation. Distributed: every rank runs the whole
         # evaluation (the sharded forward passes need them all; the numbers are those of one process), rank 0
         # writes it into eval/, the others into a scratch folder
-        eval_dir = run_dir if main else RunDir(Path(tempfile.mkdtemp(prefix=f"memrl-eval-rank{ctx.rank}-")))
+        scratch = None if main or not eval_sets else tempfile.mkdtemp(prefix=f"memrl-eval-rank{ctx.rank}-")
+        eval_dir = run_dir if scratch is None else RunDir(Path(scratch))
         initial = None
         if eval_sets and not resumed and cfg.trainer.initial_eval:
             log.info("evaluating the initial policy on %s", ", ".join(eval_sets))
@@ -345,6 +351,8 @@ def _run(cfg: DictConfig, run_dir: RunDir, ctx: Any) -> dict[str, Any]:
                 engine=engine,
             )
     tracker.finish()
+    if scratch is not None:
+        shutil.rmtree(scratch, ignore_errors=True)
     # write the run directory: train/summary.json with the label accounting
     warmup = None
     if warmed:  # MemReward: the labels its warm-up read

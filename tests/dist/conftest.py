@@ -64,11 +64,38 @@ def start(cmd: list[str]) -> subprocess.Popen:
     )
 
 
+def descendants(pid: int) -> list[int]:
+    """The processes started under `pid`, recursively (torchrun's workers run in sessions of their own, so
+    killing the agent's process group does not reach them)."""
+    out: list[int] = []
+    for children in Path(f"/proc/{pid}/task").glob("*/children"):
+        try:
+            kids = [int(x) for x in children.read_text().split()]
+        except OSError:
+            continue
+        for kid in kids:
+            out += [kid, *descendants(kid)]
+    return out
+
+
+def kill_launch(proc: subprocess.Popen) -> None:
+    """SIGKILL a launch: every worker it started, then the agent's process group."""
+    for pid in descendants(proc.pid):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
 def finish(proc: subprocess.Popen, out: Path, deadline_s: float = DEADLINE_S) -> Launch:
     try:
         output, _ = proc.communicate(timeout=deadline_s)
     except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
+        kill_launch(proc)
         output, _ = proc.communicate()
         pytest.fail(f"launch did not end within {deadline_s} s:\n{output[-4000:]}")
     return Launch(proc.returncode, output, out)
@@ -135,4 +162,5 @@ def dl(tiny_built):
         torchrun=TORCHRUN,
         repo=REPO,
         env=_env,
+        kill_launch=kill_launch,
     )
