@@ -71,7 +71,7 @@ gpu-wheels: install ## Download the wheels scripts/gpu_check.sh installs on a GP
 	@ls -l $(GPU_WHEELS) | awk 'NR > 1 {printf "  %8.2f MB  %s\n", $$5 / 1e6, $$9}'
 	@du -sb $(GPU_WHEELS) | awk '{printf "  %8.2f MB  in all (%s)\n", $$1 / 1e6, $$2}'
 
-gpu-check: ## The GPU check: ~0.5B random model, memrl train alone, under torchrun (fsdp2), SIGKILL + resume (< 8 min)
+gpu-check: ## The GPU check: ~0.5B random model, memrl train alone, under torchrun (fsdp2), SIGKILL + resume (sized for 8 min on one H200)
 	$(TEST_ENV) PYTHON=$(GPU_PYTHON) scripts/gpu_check.sh --wheels $(GPU_WHEELS) $(GPU_CHECK_ARGS)
 
 tiny: install ## Build the tiny default model now (cached; `memrl info` shows where)

@@ -393,10 +393,17 @@ def _tolerant_teardown(llm: Any) -> None:
 
 
 def _shutdown_core(core: Any) -> None:
+    """vLLM's engine-core shutdown; once the trainer has destroyed the process group (and with it every
+    subgroup), vLLM's references to its groups are dropped first, so that its cleanup does not destroy them
+    a second time."""
     dist = torch.distributed
-    if dist.is_available() and dist.is_initialized():
-        core.shutdown()
-    # else: the process group and vLLM's groups within it are gone, and the process is ending
+    if not (dist.is_available() and dist.is_initialized()):
+        from vllm.distributed import parallel_state
+
+        for name, value in list(vars(parallel_state).items()):
+            if isinstance(value, parallel_state.GroupCoordinator):
+                setattr(parallel_state, name, None)
+    core.shutdown()
 
 
 def _rank() -> int:

@@ -117,7 +117,8 @@ def run_vllm(out: Path, rank: int, tp: int) -> dict:
         diff = max(diff, (lp - torch.tensor(hf_logprobs(trained, r.prompt_token_ids, r.token_ids))).abs().max().item())
         ref = torch.tensor(hf_logprobs(original, r.prompt_token_ids, r.token_ids))
         diff_original = max(diff_original, (lp - ref).abs().max().item())
-    engine.close()  # before the process group ends (vLLM's teardown destroys it)
+    if tp > 1:  # closed before the process group ends; with tp 1 the engine is torn down at exit, after it
+        engine.close()
     return dict(
         executor=pc.distributed_executor_backend,
         tp=pc.tensor_parallel_size,
