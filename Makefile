@@ -16,7 +16,7 @@ CONSTRAINTS := $(shell command -v nvidia-smi >/dev/null 2>&1 || echo "-c constra
 TEST_ENV := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 WANDB_MODE=offline TOKENIZERS_PARALLELISM=false
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-all test-vllm bench demo tiny clean reproduce reproduce-quick results
+.PHONY: help install test test-all test-vllm bench demo tiny clean reproduce reproduce-quick results gpu-wheels gpu-check
 
 help: ## Show this help
 	@grep -E '^[a-zA-Z_-]+:.*?## .*$$' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}'
@@ -48,7 +48,31 @@ $(VLLM_STAMP): pyproject.toml constraints-vllm.txt
 
 test-vllm: $(VLLM_STAMP) ## The vLLM engine's tests on the CPU build, in .venv-vllm (created on first use, ~2 min)
 	$(TEST_ENV) VLLM_LOGGING_LEVEL=WARNING $(VLLM_VENV)/bin/pytest -q -p no:cacheprovider \
-		tests/rollout/test_vllm_engine.py tests/vllm
+		tests/rollout/test_vllm_engine.py tests/rollout/test_vllm_dist.py tests/vllm
+
+# The GPU check (docs/scaling.md): wheels for a GPU machine without network (CPython 3.12, manylinux x86_64),
+# listed with the module each provides in scripts/gpu_wheels.txt; antlr4-python3-runtime 4.9.3 has no wheel
+# on the index, so it is built here (pure Python). GPU_CHECK_ARGS go to scripts/gpu_check.py (--cpu --small
+# without a GPU).
+GPU_WHEELS ?= gpu-wheels
+GPU_CHECK_ARGS ?=
+# the interpreter with torch (on this machine: GPU_PYTHON=.venv/bin/python GPU_CHECK_ARGS="--cpu --small")
+GPU_PYTHON ?= python3
+GPU_PLATFORM := --only-binary=:all: --python-version 3.12 --implementation cp --abi cp312 \
+	--platform manylinux2014_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux_2_27_x86_64 \
+	--platform manylinux_2_28_x86_64
+
+gpu-wheels: install ## Download the wheels scripts/gpu_check.sh installs on a GPU machine without network (gpu-wheels/)
+	rm -rf $(GPU_WHEELS) && mkdir -p $(GPU_WHEELS)
+	grep -v '^antlr4' scripts/gpu_wheels.txt > $(GPU_WHEELS)/.download.txt
+	$(BIN)/pip download -q --no-deps --dest $(GPU_WHEELS) $(GPU_PLATFORM) -r $(GPU_WHEELS)/.download.txt
+	$(BIN)/pip wheel -q --no-deps --wheel-dir $(GPU_WHEELS) $$(grep '^antlr4' scripts/gpu_wheels.txt | cut -d' ' -f1)
+	rm $(GPU_WHEELS)/.download.txt
+	@ls -l $(GPU_WHEELS) | awk 'NR > 1 {printf "  %8.2f MB  %s\n", $$5 / 1e6, $$9}'
+	@du -sb $(GPU_WHEELS) | awk '{printf "  %8.2f MB  in all (%s)\n", $$1 / 1e6, $$2}'
+
+gpu-check: ## The GPU check: ~0.5B random model, memrl train alone, under torchrun (fsdp2), SIGKILL + resume (sized for 8 min on one H200)
+	$(TEST_ENV) PYTHON=$(GPU_PYTHON) scripts/gpu_check.sh --wheels $(GPU_WHEELS) $(GPU_CHECK_ARGS)
 
 tiny: install ## Build the tiny default model now (cached; `memrl info` shows where)
 	$(BIN)/memrl info --build-tiny

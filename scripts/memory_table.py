@@ -2,6 +2,7 @@
 
     python scripts/memory_table.py                 # markdown table, N = 1, 2, 4, 8, 16, 32 GPUs of 80 GB
     python scripts/memory_table.py --gpus 8 16 --capacity-gb 80
+    python scripts/memory_table.py --paper         # GPUs each conf/experiment/paper/ run needs (80 GB, 20 GB left)
 
 Parameter counts are exact: each model is instantiated from its configuration's shapes on the `meta` device
 (no weights, no download) with transformers' own class, and its parameters counted. The shapes below are
@@ -143,12 +144,63 @@ def table(gpus: list[int], capacity_gb: float) -> str:
     return "\n".join(lines)
 
 
+def paper_runs() -> list[tuple[str, str, bool]]:
+    """(experiment, model, any job of its sweep has a KL reference model) of each conf/experiment/paper/ file."""
+    from pathlib import Path
+
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from memrl.apps import CONF_DIR, setup
+
+    setup()
+    out = []
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
+        for path in sorted((Path(CONF_DIR) / "experiment" / "paper").glob("*.yaml")):
+            base = [f"experiment=paper/{path.stem}"]
+            cfg = compose("train", overrides=base, return_hydra_config=True)
+            jobs = [base]
+            for key, values in (cfg.hydra.sweeper.params or {}).items():
+                jobs = [j + [f"{key}={v}"] for j in jobs for v in str(values).split(",")]
+            kl = any(bool(compose("train", overrides=j).algo.use_kl_loss) for j in jobs)
+            out.append((path.stem, str(cfg.model.name_or_path), kl))
+    GlobalHydra.instance().clear()
+    return out
+
+
+def gpus_needed(c: Counts, kl: bool, capacity_gb: float, headroom_gb: float, node: int = 8) -> tuple[int, float]:
+    """The fewest GPUs (1, 2, 4, 8, then whole nodes of `node`) that leave `headroom_gb` of each for activations
+    and the KV cache, with a bfloat16 KL reference model sharded over them when `kl`; and what is left."""
+    n = 1
+    while True:
+        total = per_gpu(c, n)["total"] + (2 * c.total / n / GB if kl else 0.0)
+        if capacity_gb - total >= headroom_gb:
+            return n, capacity_gb - total
+        n = n * 2 if n < node else n + node
+
+
+def paper_table(capacity_gb: float, headroom_gb: float) -> str:
+    lines = [
+        f"| experiment | model | KL reference | GPUs of {capacity_gb:g} GB | GB left per GPU |",
+        "|---|---|---|---|---|",
+    ]
+    for name, model, kl in paper_runs():
+        n, left = gpus_needed(count_parameters(MODELS[model]), kl, capacity_gb, headroom_gb)
+        lines.append(f"| paper/{name} | {model} | {'yes' if kl else 'no'} | {n} | {left:.1f} |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--gpus", type=int, nargs="+", default=[1, 2, 4, 8, 16, 32], help="GPUs sharding one copy")
     ap.add_argument("--capacity-gb", type=float, default=80.0, help="memory of one GPU (GB = 1e9 bytes)")
+    ap.add_argument("--paper", action="store_true", help="the GPUs each conf/experiment/paper/ run needs instead")
+    ap.add_argument(
+        "--headroom-gb", type=float, default=20.0, help="--paper: GB each GPU keeps for activations and the KV cache"
+    )
     a = ap.parse_args()
-    print(table(a.gpus, a.capacity_gb))
+    print(paper_table(a.capacity_gb, a.headroom_gb) if a.paper else table(a.gpus, a.capacity_gb))
 
 
 if __name__ == "__main__":

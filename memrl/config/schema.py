@@ -178,6 +178,9 @@ class RolloutConfig:
     float16)"""
     sleep: bool = True
     """vLLM only: release the engine's memory during the policy update (level-2 sleep; CUDA/ROCm/XPU only)"""
+    tensor_parallel_size: int = 1
+    """vLLM only: GPUs one engine spans, for a model one GPU cannot hold (> 1 needs torchrun with dist=fsdp2;
+    consecutive ranks form one engine; must divide the number of processes)"""
 
 
 @dataclass

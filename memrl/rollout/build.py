@@ -29,5 +29,6 @@ def build_engine(rollout_cfg: RolloutConfig, model: Any, tokenizer: Any) -> Any:
             max_model_len=rollout_cfg.max_model_len,
             dtype=str(rollout_cfg.dtype),
             sleep=bool(rollout_cfg.sleep),
+            tensor_parallel_size=int(rollout_cfg.tensor_parallel_size),
         )
     raise UserError(f"unknown rollout.engine={engine}; valid: {', '.join(ENGINES)}")

@@ -29,15 +29,27 @@ replaces `torch.set_num_threads` with a no-op and drops torch to one thread for 
 that also trains, both are restored after the engine starts, so training keeps its threads. vLLM's
 start also seeds the global RNGs (Python, NumPy, torch) in-process; their states are put back, so
 building the engine does not change the trainer's random stream.
+
+**Under torchrun** (`dist=fsdp2`, the default process group already initialised by `memrl.dist`), each rank
+runs one engine of its own, as TRL's colocate mode does: vLLM's `external_launcher` executor, which joins
+the existing process group instead of spawning workers. With `tensor_parallel_size` t > 1, consecutive
+blocks of t ranks form one tensor-parallel engine (vLLM builds its TP groups from consecutive ranks): the
+ranks of a block gather their prompts, generate all of them with the same seed (every rank of the block
+samples the same tokens, which is what makes the TP engine deterministic), and each keeps its own share.
+Weight sync streams the parameters one at a time (`memrl.rollout.vllm_weights.stream_weights`): each
+FSDP2 shard is gathered with `full_tensor()` just before vLLM copies it, so no rank holds a second full
+copy of the model.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
 import random
-from collections.abc import Callable, Iterator, Sequence
+import weakref
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -46,6 +58,7 @@ from packaging.version import Version
 
 from memrl.errors import UserError
 from memrl.rollout.records import Rollout, SamplingParams
+from memrl.rollout.vllm_weights import stream_weights
 
 log = logging.getLogger(__name__)
 
@@ -128,6 +141,7 @@ class VLLMEngine:
         sleep: release the engine's memory during the policy update where the platform supports it.
         logprobs: also return each sampled token's log-prob (`Rollout.logprobs`, raw model log-probs).
         seed: vLLM's own seed (sampling is seeded per call; see the module docstring).
+        tensor_parallel_size: ranks one engine spans (> 1 only under torchrun; must divide the world size).
     """
 
     def __init__(
@@ -143,6 +157,7 @@ class VLLMEngine:
         sleep: bool = True,
         logprobs: bool = False,
         seed: int = 0,
+        tensor_parallel_size: int = 1,
     ) -> None:
         import_vllm()
         from vllm import LLM
@@ -153,6 +168,7 @@ class VLLMEngine:
         if not path:
             raise UserError("rollout.engine=vllm needs a model loaded from a directory or hub id (model.name_or_path)")
         self.tokenizer = tokenizer
+        self.tp_size, self.tp_group, executor = _launch_layout(int(tensor_parallel_size))
         self.batch_size = max(1, int(batch_size))
         self.logprobs = bool(logprobs)
         self.on_cpu = current_platform.is_cpu()
@@ -165,7 +181,8 @@ class VLLMEngine:
         kwargs: dict[str, Any] = dict(
             tokenizer=path,
             dtype=dtype,
-            seed=int(seed),
+            # the ranks of one tensor-parallel engine must sample alike: one seed per engine
+            seed=int(seed) + _rank() // self.tp_size,
             gpu_memory_utilization=float(gpu_memory_utilization),
             enforce_eager=bool(enforce_eager),
             max_model_len=max_model_len,
@@ -176,8 +193,10 @@ class VLLMEngine:
             generation_config="vllm",
             # log-probs of the model itself, before temperature / top-p (what the trainer computes)
             logprobs_mode="raw_logprobs",
-            tensor_parallel_size=1,
+            tensor_parallel_size=self.tp_size,
         )
+        if executor is not None:
+            kwargs["distributed_executor_backend"] = executor
         if self.on_cpu:
             # vLLM's CPU runner crashes when it discards the token of a partly prefilled request that has a
             # seed (it rewinds the request's generator, which a CPU generator cannot): prefill whole prompts
@@ -201,6 +220,8 @@ class VLLMEngine:
             if self.on_cpu:  # vLLM's CPU worker pins torch to one thread for serving; the trainer needs them all
                 torch.set_num_threads = set_threads
                 torch.set_num_threads(threads)
+        if executor == "external_launcher":
+            _tolerant_teardown(self.llm)
         self.num_syncs = 0
         self.sync_weights(model)
 
@@ -214,7 +235,7 @@ class VLLMEngine:
         """
         if self.asleep:
             self.llm.wake_up(tags=["weights"])
-        weights = _checkpoint_weights(model, self.llm.model_config.dtype)
+        weights = stream_weights(model, self.llm.model_config.dtype)
         self.llm.collective_rpc("reload_weights", kwargs=dict(weights_iterator=weights, is_checkpoint_format=True))
         if self.asleep:
             self.llm.wake_up(tags=["kv_cache"])
@@ -232,6 +253,18 @@ class VLLMEngine:
             self.llm.reset_prefix_cache()
             self.llm.sleep(level=2)
             self.asleep = True
+
+    def close(self) -> None:
+        """Shut the engine down and free its memory (idempotent).
+
+        Under torchrun, vLLM's teardown destroys its own process groups and then the default one as well:
+        call this after the run's last collective and before `memrl.dist.runtime.shutdown()` (which then
+        finds nothing left to do). Not called, the engine is torn down at exit, skipping the groups the
+        trainer has destroyed by then (`_tolerant_teardown`).
+        """
+        llm, self.llm = getattr(self, "llm", None), None
+        if llm is not None:
+            llm.llm_engine.engine_core.shutdown()
 
     # --------------------------------------------------------------------------------------- sampling
 
@@ -271,13 +304,34 @@ class VLLMEngine:
         Returns:
             One list of `n` rollouts per prompt, in prompt order.
         """
-        from vllm.inputs import TokensPrompt
-
         if self.asleep:
             raise RuntimeError("the vLLM engine sleeps: sync_weights(model) wakes it with the updated policy")
         # one seed per call: the given one, else a draw from torch's (checkpointed) global RNG; prompt i
         # gets seed + i * n, and vLLM gives its j-th sample seed + i * n + j, so no two samples share one
         base = params.seed if params.seed is not None else int(torch.randint(0, 2**62, (1,)).item())
+        if self.tp_group is None:
+            return self._generate(list(prompts), params, base, progress)
+        # a tensor-parallel engine spans the ranks of tp_group, which must all run the same requests: they
+        # generate the block's prompts with its first rank's seed, and each keeps its own share
+        dist = torch.distributed
+        shares: list[Any] = [None] * self.tp_size
+        dist.all_gather_object(shares, (list(prompts), base), group=self.tp_group)
+        start = sum(len(p) for p, _ in shares[: dist.get_rank(self.tp_group)])
+        groups = self._generate([p for ps, _ in shares for p in ps], params, shares[0][1], None)
+        mine = [
+            [dataclasses.replace(r, prompt_index=r.prompt_index - start) for r in g]
+            for g in groups[start : start + len(prompts)]
+        ]
+        if progress is not None:
+            progress(len(prompts))
+        return mine
+
+    def _generate(
+        self, prompts: list[str], params: SamplingParams, base: int, progress: Callable[[int], None] | None
+    ) -> list[list[Rollout]]:
+        """`generate` on this engine's own requests, with prompt i seeded `base + i * n`."""
+        from vllm.inputs import TokensPrompt
+
         tok = self.tokenizer
         out: list[list[Rollout]] = []
         # vLLM's forward must not run under the trainer's autocast
@@ -327,11 +381,69 @@ def _no_autocast() -> contextlib.ExitStack:
     return stack
 
 
-def _checkpoint_weights(model: Any, dtype: torch.dtype) -> Iterator[tuple[str, torch.Tensor]]:
-    """(checkpoint name, tensor) of every parameter and persistent buffer, detached, floats cast to `dtype`."""
-    for name, tensor in model.state_dict().items():
-        tensor = tensor.detach()
-        yield name, (tensor.to(dtype) if tensor.is_floating_point() else tensor)
+def _tolerant_teardown(llm: Any) -> None:
+    """Let vLLM's exit-time teardown of an `external_launcher` engine skip the process groups once the trainer
+    has destroyed them (`memrl.dist.runtime.shutdown()` at the end of a run), instead of failing on them with
+    "Invalid process group specified"; `VLLMEngine.close()` before the shutdown still tears everything down."""
+    client = llm.llm_engine.engine_core
+    finalizer = getattr(client, "_finalizer", None)  # vLLM 0.32's in-process client: weakref.finalize(shutdown)
+    if finalizer is None or finalizer.detach() is None:
+        return
+    client._finalizer = weakref.finalize(client, _shutdown_core, client.engine_core)
+
+
+def _shutdown_core(core: Any) -> None:
+    """vLLM's engine-core shutdown; once the trainer has destroyed the process group (and with it every
+    subgroup), vLLM's references to its groups are dropped first, so that its cleanup does not destroy them
+    a second time."""
+    dist = torch.distributed
+    if not (dist.is_available() and dist.is_initialized()):
+        from vllm.distributed import parallel_state
+
+        for name, value in list(vars(parallel_state).items()):
+            if isinstance(value, parallel_state.GroupCoordinator):
+                setattr(parallel_state, name, None)
+    core.shutdown()
+
+
+def _rank() -> int:
+    """This process's rank in the default process group (0 without one)."""
+    dist = torch.distributed
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+
+
+def _launch_layout(tp_size: int) -> tuple[int, Any, str | None]:
+    """(tensor-parallel size, this rank's TP process group or None, vLLM executor backend or None).
+
+    Under torchrun with memrl's process group initialised (`dist=fsdp2`): `external_launcher`, and for TP > 1
+    the consecutive-rank subgroups (a collective: every rank builds the engine at the same point). Otherwise
+    one in-process engine (vLLM's default executor), TP size 1; a process group alone does not count, since
+    vLLM's default executor starts a one-process group of its own with the first engine.
+    """
+    from memrl.dist.env import detect_env
+
+    if tp_size < 1:
+        raise UserError(f"rollout.tensor_parallel_size={tp_size}: it must be >= 1")
+    dist = torch.distributed
+    if not (detect_env().launched and dist.is_available() and dist.is_initialized()):
+        if tp_size > 1:
+            raise UserError(
+                f"rollout.tensor_parallel_size={tp_size} spans several processes: launch with torchrun and "
+                f"dist=fsdp2 (e.g. `torchrun --standalone --nproc_per_node={tp_size} --no-python memrl train "
+                f"... dist=fsdp2 rollout=vllm rollout.tensor_parallel_size={tp_size}`), or set it to 1"
+            )
+        return 1, None, None
+    world = dist.get_world_size()
+    if world % tp_size:
+        raise UserError(
+            f"rollout.tensor_parallel_size={tp_size} does not divide the {world} torchrun processes: choose a "
+            "divisor of the world size"
+        )
+    group = None
+    if tp_size > 1:
+        ranks = [list(range(i, i + tp_size)) for i in range(0, world, tp_size)]
+        group, _ = dist.new_subgroups_by_enumeration(ranks)
+    return tp_size, group, "external_launcher"
 
 
 class _RotaryReloadFilter(logging.Filter):

@@ -223,3 +223,34 @@ def test_two_steps(tiny_model_dir, data_dir, tmp_path, name, choice):
     assert set(results["benchmarks"]) == {s.name for s in cfg.data.eval_sets}
     if cfg.reward.name == "memreward":
         assert (tmp_path / "gnn" / "gnn.pt").is_file()
+
+
+@pytest.fixture(scope="module")
+def paper_gpus():
+    """experiment -> (GPUs of 80 GB it needs, its model's parameter count), from scripts/memory_table.py --paper."""
+    import importlib.util
+    import sys
+
+    path = Path(__file__).resolve().parents[2] / "scripts" / "memory_table.py"
+    spec = importlib.util.spec_from_file_location("memory_table", path)
+    mt = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mt  # its dataclasses look their module up there
+    spec.loader.exec_module(mt)
+    out = {}
+    for name, model, kl in mt.paper_runs():
+        counts = mt.count_parameters(mt.MODELS[model])
+        out[name] = (mt.gpus_needed(counts, kl, 80.0, 20.0)[0], counts.total)
+    return out
+
+
+@pytest.mark.parametrize("name", sorted(EXPERIMENTS))
+def test_composes_with_fsdp2_and_header_gives_the_torchrun_command(compose_eval, paper_gpus, name):
+    cfg = compose_eval(f"experiment=paper/{name}", "dist=fsdp2", config_name="train")
+    assert cfg.dist.strategy.value == "fsdp2" and cfg.model.name_or_path == EXPERIMENTS[name][0]
+    gpus, params = paper_gpus[name]
+    # the memory model: 1.5B-3B fit 1-2 GPUs, the 7B/8B models need 4
+    assert gpus == (4 if params > 7e9 else 2 if params > 2.5e9 else 1)
+    header = (PAPER / f"{name}.yaml").read_text()
+    cmd = f"torchrun --standalone --nproc_per_node={gpus} --no-python memrl train experiment=paper/{name} dist=fsdp2"
+    assert cmd in header
+    assert "no sharding" not in header
