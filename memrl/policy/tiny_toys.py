@@ -106,7 +106,9 @@ def toy_inputs(synthetic_cfg: Any, settings: tiny.TinySettings) -> tiny.BuildInp
     examples = sft_examples(synthetic_cfg, random.Random(settings.seed), settings.sft_steps * settings.batch_size)
     corpus = [p + c for p, c in examples[:20000]] + list(INSTRUCTIONS.values())
     task = task_settings(synthetic_cfg)["task"]
-    measured = load_split("train", _with_train_size(synthetic_cfg, _MEASURE_PROMPTS[task])) if task in _MEASURE_PROMPTS else []
+    measured = (
+        load_split("train", _with_train_size(synthetic_cfg, _MEASURE_PROMPTS[task])) if task in _MEASURE_PROMPTS else []
+    )
     return tiny.BuildInputs(examples, corpus, measured)
 
 
