@@ -53,7 +53,7 @@ def _register_resolvers() -> None:
         OmegaConf.register_new_resolver("memrl_cache_dir", _cache_dir)
     if not OmegaConf.has_resolver("memrl_launch_time"):
         # every torchrun rank resolves rank 0's launch time: one run directory for all (docs/scaling.md)
-        OmegaConf.register_new_resolver("memrl_launch_time", launch_time_resolver)
+        OmegaConf.register_new_resolver("memrl_launch_time", launch_time_resolver, use_cache=True)
 
 
 def setup() -> None:

@@ -36,7 +36,7 @@ import torch
 import torch.distributed as dist
 
 from memrl.dist.runtime import barrier
-from memrl.rl.checkpoint import LATEST, PREFIX, list_checkpoints, rng_state, set_rng_state
+from memrl.utils.checkpoints import LATEST, PREFIX, list_checkpoints, rng_state, set_rng_state
 from memrl.utils.io import atomic_torch_save, atomic_write_json, atomic_write_text
 
 log = logging.getLogger(__name__)

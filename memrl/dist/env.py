@@ -159,12 +159,15 @@ def _launch_time() -> _dt.datetime:
 def launch_time_resolver(pattern: str) -> str:
     """An OmegaConf resolver like Hydra's `now`: the agreed launch time, formatted (one agreement per process).
 
-    Register it (`OmegaConf.register_new_resolver("memrl_launch_time", launch_time_resolver)`) and name the
+    Register it with `use_cache=True`, as Hydra registers `now`
+    (`OmegaConf.register_new_resolver("memrl_launch_time", launch_time_resolver, use_cache=True)`: a sweep's
+    folder, resolved once per job, stays one folder) and name the
     run directory `${paths.output_root}/${task_name}/${memrl_launch_time:%Y-%m-%d_%H-%M-%S}`: every rank of a
     torchrun launch resolves the same folder; one process gets its own clock, as with `now`.
     """
     env = detect_env()
     if os.environ.get(LAUNCH_TIME_ENV) or (env.launched and env.world_size > 1):
         return _launch_time().strftime(pattern)
-    # one process: the clock at each resolution, as Hydra's `now` (several runs in one process differ)
+    # one process: this process's clock, as Hydra's `now` (cached per config by the registration, so several
+    # runs in one process differ and one sweep keeps one folder)
     return _dt.datetime.now().strftime(pattern)

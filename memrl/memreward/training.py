@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch_geometric.data import HeteroData
 
+from memrl.config.schema import MemRewardConfig
 from memrl.errors import UserError
 from memrl.memreward.graph import ANSWER, GraphInputs, MemoryGraph
 from memrl.memreward.metrics import binary_metrics
@@ -34,6 +35,23 @@ SELECT_BY = ("fpr", "f1")
 # what `fit` reads of the `reward.memreward` group: these of its `gnn` group, and its `threshold`
 GNN_FIELDS = ("lr", "max_epochs", "eval_every", "patience", "min_epochs", "restarts", "select_by", "seed")
 FIELDS = (*GNN_FIELDS, "threshold")
+
+
+def _read(memreward: MemRewardConfig) -> dict[str, Any]:
+    """`FIELDS`' values in `memreward` (a MemRewardConfig or its DictConfig), each read spelt out so that the
+    schema's dead-key check (tests/config/test_schema.py) sees them."""
+    gnn = memreward.gnn
+    return {
+        "lr": gnn.lr,
+        "max_epochs": gnn.max_epochs,
+        "eval_every": gnn.eval_every,
+        "patience": gnn.patience,
+        "min_epochs": gnn.min_epochs,
+        "restarts": gnn.restarts,
+        "select_by": gnn.select_by,
+        "seed": gnn.seed,
+        "threshold": memreward.threshold,
+    }
 
 
 class _Setting:
@@ -76,7 +94,7 @@ class FitSettings:
     def _get(self, name: str) -> Any:
         if name in self._overrides:
             return self._overrides[name]
-        return self._mr.threshold if name == "threshold" else getattr(self._mr.gnn, name)
+        return _read(self._mr)[name]
 
     lr = _Setting(float)
     max_epochs = _Setting(int)

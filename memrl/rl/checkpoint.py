@@ -12,35 +12,28 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from safetensors.torch import load_file
 
+from memrl.utils.checkpoints import LATEST, PREFIX, list_checkpoints, rng_state, set_rng_state
 from memrl.utils.io import atomic_write_text
 
-LATEST = "latest"
-PREFIX = "global_step_"
-
-
-def rng_state() -> dict[str, Any]:
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: dict[str, Any]) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+__all__ = [
+    "LATEST",
+    "PREFIX",
+    "latest_checkpoint",
+    "list_checkpoints",
+    "load_checkpoint",
+    "load_policy_weights",
+    "rng_state",
+    "save_checkpoint",
+    "set_rng_state",
+]
 
 
 def save_checkpoint(
@@ -84,19 +77,6 @@ def save_checkpoint(
             if old not in protect:
                 shutil.rmtree(train_dir / f"{PREFIX}{old}", ignore_errors=True)
     return final
-
-
-def list_checkpoints(train_dir: Path) -> list[int]:
-    """Steps of the complete checkpoints under `train_dir`."""
-    out = []
-    for p in Path(train_dir).glob(f"{PREFIX}*"):
-        try:
-            step = int(p.name[len(PREFIX) :])
-        except ValueError:
-            continue
-        if (p / "trainer_state.json").exists():
-            out.append(step)
-    return sorted(out)
 
 
 def latest_checkpoint(train_dir: Path) -> Path | None:
