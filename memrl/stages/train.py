@@ -176,7 +176,9 @@ def _run(cfg: DictConfig, run_dir: RunDir, ctx: Any) -> dict[str, Any]:
         model_cfg.device = str(ctx.device)
     model, tokenizer, model_path = load_policy(model_cfg, cfg.paths.cache_dir)
     if cfg.trainer.gradient_checkpointing:
-        model.gradient_checkpointing_enable()
+        # transformers renamed it (the old name now warns); older releases have only the old name
+        enable = getattr(model, "activation_checkpointing_enable", None) or model.gradient_checkpointing_enable
+        enable()
     model.train()
     ref_model = None
     if kl_coef(cfg.algo) > 0:
