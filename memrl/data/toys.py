@@ -13,7 +13,7 @@ integer in `\\boxed{}`), and both can tell, from a completion, which behaviour p
 second, third, last, max, min of the four digits), drawn from (seed, tag) alone. A completion names the
 rule it applies, then boxes its value::
 
-    Rule max: \\boxed{8}
+    Rule T17 max: \\boxed{8}
 
 The warm-start data (`rule_sft_examples`) gives each tag four rules: the hidden one with share
 `rule_right_share` (0.4) and three distractor rules (drawn per tag) sharing the rest (0.2 each), so the
@@ -89,7 +89,8 @@ RULES = ("first", "second", "third", "last", "max", "min")
 RULE_DISTRACTORS = 3
 RULE_DIGITS = 4
 _RULE_QUESTION_RE = re.compile(rf"^Apply rule (T\d+) to (\d(?: \d){{{RULE_DIGITS - 1}}})\.$")
-_RULE_NAME_RE = re.compile(r"^\s*Rule (\w+):")
+# `Rule T17 max:` (the tag, then the rule); the tag is optional so that `Rule max:` still parses
+_RULE_NAME_RE = re.compile(r"^\s*Rule (?:T\d+ )?(\w+):")
 
 
 def apply_rule(rule: str, digits: Sequence[int]) -> int:
@@ -164,9 +165,11 @@ def parse_rule_question(problem: Problem | str) -> tuple[str, list[int]]:
 
 
 def rule_solution(problem: Problem | str, rule: str) -> str:
-    """The completion that applies `rule`: it names the rule, then boxes the value."""
-    _, digits = parse_rule_question(problem)
-    return f"Rule {rule}: \\boxed{{{apply_rule(rule, digits)}}}"
+    """The completion that applies `rule`: it repeats the tag and names the rule, then boxes the value. The
+    rule's name comes right after the tag (one token, `memrl.policy.tiny_toys.toy_tokenizer`), so the model
+    predicts it at the tag's own position instead of routing the tag through attention."""
+    tag, digits = parse_rule_question(problem)
+    return f"Rule {tag} {rule}: \\boxed{{{apply_rule(rule, digits)}}}"
 
 
 def named_rule(completion: str) -> str | None:

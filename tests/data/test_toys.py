@@ -86,14 +86,15 @@ def test_rule_tags_graded_and_labelled(grader):
     for p in problems:
         for rule in T.tag_rules(RULES_CFG, p.metadata["tag"]):
             text = T.rule_solution(p, rule)
-            assert text.startswith(f"Rule {rule}: \\boxed{{")
+            assert text.startswith(f"Rule {p.metadata['tag']} {rule}: \\boxed{{")
             assert T.named_rule(text) == rule and T.rule_of(RULES_CFG, p, text) == rule
             assert T.behaviour_of(RULES_CFG, p, text) == rule
             items.append(GradeItem("math", text, p.answer, {}))
             want.append(rule == T.tag_rule(RULES_CFG, p.metadata["tag"]))
     assert [r.correct for r in grader.grade_batch(items)] == want
     assert T.rule_of(RULES_CFG, problems[0], "Rule max: no answer") is None
-    assert T.named_rule("Rule magic: \\boxed{1}") is None
+    assert T.named_rule("Rule magic: \\boxed{1}") is None and T.named_rule("Rule T3 magic: \\boxed{1}") is None
+    assert T.named_rule("Rule max: \\boxed{8}") == "max"  # the tag is optional
 
 
 def test_rule_shares_and_the_control():
