@@ -323,6 +323,20 @@ def _threads() -> int:
         return os.cpu_count() or 1
 
 
+def build_timing(t0: float, t_tok: float, t_sft: float, t_eval: float) -> dict:
+    """build_info.json's clock fields of a tiny-model build: when it ended, and the seconds of its phases (data
+    and tokenizer, warm start, measurement) from the `time.time()` readings that start each one and end the last."""
+    return {
+        "built_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "build_seconds": round(time.time() - t0, 1),
+        "timing_s": {
+            "data_and_tokenizer": round(t_tok - t0, 1),
+            "sft": round(t_sft - t_tok, 1),
+            "measure": round(t_eval - t_sft, 1),
+        },
+    }
+
+
 def _versions() -> dict[str, str]:
     return {
         "python": platform.python_version(),
@@ -398,13 +412,7 @@ def build_tiny_model(out_dir: Path, settings: TinySettings = TinySettings(), pro
         tokenizer.save_pretrained(out_dir)
         info = {
             "name": TINY_NAME,
-            "built_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "build_seconds": round(time.time() - t0, 1),
-            "timing_s": {
-                "data_and_tokenizer": round(t_tok - t0, 1),
-                "sft": round(t_sft - t_tok, 1),
-                "measure": round(t_eval - t_sft, 1),
-            },
+            **build_timing(t0, t_tok, t_sft, t_eval),
             "seed": settings.seed,
             "threads": threads,
             "versions": _versions(),

@@ -196,13 +196,7 @@ def build_toy_model(
         info = {
             "name": out_dir.name,
             "task": ts,
-            "built_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "build_seconds": round(time.time() - t0, 1),
-            "timing_s": {
-                "data_and_tokenizer": round(t_tok - t0, 1),
-                "sft": round(t_sft - t_tok, 1),
-                "measure": round(t_eval - t_sft, 1),
-            },
+            **tiny.build_timing(t0, t_tok, t_sft, t_eval),
             "threads": threads,
             "versions": tiny._versions(),
             "settings": dataclasses.asdict(settings),
