@@ -190,7 +190,15 @@ def report(
     ),
     out: str = typer.Option("outputs/reproduce", "--out", "-o", help="Folder for report.md, report.json, figures."),
     markdown: str = typer.Option(None, "--markdown", help="Write the markdown here instead of OUT/report.md."),
-    initial: str = typer.Option(None, "--initial", help="A `memrl eval` run of the policy before training."),
+    initial: list[str] = typer.Option(
+        None, "--initial", help="A `memrl eval` run of the policy before training (repeatable: one per task)."
+    ),
+    claims: bool = typer.Option(
+        False, "--claims", help="Judge the papers' claims on the toy sweeps of `make reproduce` (docs/results.md)."
+    ),
+    readme: str = typer.Option(
+        None, "--readme", help="Quote the claims' summary paragraph into this file, between its markers (README.md)."
+    ),
     title: str = typer.Option("memrl report", "--title", help="The report's heading."),
 ) -> None:
     """Aggregate finished sweeps into tables (mean +- std over seeds, % of oracle) and plots.
@@ -200,7 +208,7 @@ def report(
     Unfinished or failed jobs are listed, not averaged; every row comes with the command that regenerates it.
     """
     from memrl.errors import UserError
-    from memrl.report.build import build_report
+    from memrl.report.build import build_report, quote_readme_summary
 
     try:
         sections = []
@@ -209,7 +217,11 @@ def report(
             if not sep or not name.strip() or not dirs.strip():
                 raise UserError(f"--table {spec!r}: expected TITLE=DIR[,DIR...]")
             sections.append((name.strip(), [d for d in dirs.split(",") if d]))
-        path = build_report(sweeps or [], out, title, sections=sections, markdown=markdown, initial=initial)
+        path = build_report(
+            sweeps or [], out, title, sections=sections, markdown=markdown, initial=initial or [], claims=claims
+        )
+        if readme:
+            quote_readme_summary(Path(readme), path)
     except UserError as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(2) from None

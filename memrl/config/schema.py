@@ -53,8 +53,12 @@ class AnswerFormat(str, Enum):
 @dataclass
 class ModelConfig:
     name_or_path: str = "tiny"
-    """"tiny" (the embedded default, built on first use), a local Hugging Face model directory, a hub id (needs the
-    network), or a memrl run / checkpoint directory"""
+    """"tiny" (the tiny model of data.synthetic.task, built on first use and cached: the embedded default for the
+    arithmetic task, the toys' own models for rule_tags and meds_strategies, docs/toys.md), a local Hugging Face
+    model directory, a hub id (needs the network), or a memrl run / checkpoint directory"""
+    tiny_layers: int | None = None
+    """name_or_path=tiny: decoder layers of the tiny model (None: 4; another depth builds its own model, e.g. 8
+    for a 4-value MEDS feature, docs/toys.md)"""
     dtype: str = "auto"
     """auto: bfloat16 on GPUs that support it, else float32"""
     device: str = "auto"

@@ -1,6 +1,7 @@
 """Load a policy (causal LM) and its tokenizer from any of the places a user may name.
 
-`model.name_or_path` may be "tiny" (the embedded default, built on first use), a Hugging Face model
+`model.name_or_path` may be "tiny" (the tiny model of `data.synthetic.task`, built on first use: the embedded
+default for the arithmetic task, docs/toys.md's models for the toys), a Hugging Face model
 directory, a memrl run directory or checkpoint directory, or a hub id (only when the user names one;
 offline machines get a clear error that says how to get the model).
 """
@@ -19,6 +20,7 @@ from transformers.utils import logging as hf_logging
 from memrl.config.schema import ModelConfig
 from memrl.errors import UserError
 from memrl.policy.tiny import ensure_tiny_model
+from memrl.policy.tiny_toys import ensure_toy_model
 
 log = logging.getLogger(__name__)
 
@@ -42,10 +44,23 @@ def resolve_checkpoint(path: Path) -> Path | None:
     return None
 
 
-def resolve_model_path(name_or_path: str, cache_dir: str | os.PathLike | None = None) -> str:
-    """Turn `model.name_or_path` into something `from_pretrained` can load, building "tiny" if needed."""
+def resolve_model_path(
+    name_or_path: str,
+    cache_dir: str | os.PathLike | None = None,
+    synthetic: Any = None,
+    tiny_layers: int | None = None,
+) -> str:
+    """Turn `model.name_or_path` into something `from_pretrained` can load, building "tiny" if needed.
+
+    "tiny" is the tiny model of `synthetic.task` (`data.synthetic`) with `tiny_layers` layers: the embedded
+    default for the arithmetic task (whatever its levels, families or seed, as before the toys existed) unless
+    `tiny_layers` asks for another depth; a toy task's own model (memrl.policy.tiny_toys) otherwise.
+    """
     if name_or_path == "tiny":
-        return str(ensure_tiny_model(Path(cache_dir) if cache_dir else None))
+        cache = Path(cache_dir) if cache_dir else None
+        if synthetic is None or (synthetic.task == "arithmetic" and tiny_layers is None):
+            return str(ensure_tiny_model(cache))
+        return str(ensure_toy_model(synthetic, tiny_layers, cache))
     path = Path(name_or_path).expanduser()
     if path.exists():
         found = resolve_checkpoint(path)
@@ -90,15 +105,17 @@ def load_tokenizer(path: str, trust_remote_code: bool = False, revision: str | N
     return tok
 
 
-def load_policy(model_cfg: ModelConfig, cache_dir: str | os.PathLike | None = None) -> tuple[Any, Any, str]:
-    """Load model and tokenizer as configured.
+def load_policy(
+    model_cfg: ModelConfig, cache_dir: str | os.PathLike | None = None, synthetic: Any = None
+) -> tuple[Any, Any, str]:
+    """Load model and tokenizer as configured (`synthetic`: `data.synthetic`, which picks the tiny model).
 
     Returns:
         (model in eval mode on its device, tokenizer, the resolved path or hub id)
     """
     # our own progress bar and log line say what is loading; transformers' per-weight bar is noise
     hf_logging.disable_progress_bar()
-    path = resolve_model_path(str(model_cfg.name_or_path), cache_dir)
+    path = resolve_model_path(str(model_cfg.name_or_path), cache_dir, synthetic, model_cfg.tiny_layers)
     device = pick_device(str(model_cfg.device))
     dtype = pick_dtype(str(model_cfg.dtype), device)
     tokenizer = load_tokenizer(path, bool(model_cfg.trust_remote_code), model_cfg.revision)

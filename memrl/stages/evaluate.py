@@ -44,7 +44,7 @@ def run(cfg: DictConfig, run_dir: RunDir) -> dict[str, Any]:
     if not cfg.data.eval_sets:
         raise UserError("data.eval_sets is empty: choose a benchmark, e.g. data=gsm8k")
     sets = load_eval_sets(cfg.data.eval_sets, Path(cfg.paths.data_dir), cfg.data.synthetic, limit=cfg.eval.limit)
-    model, tokenizer, model_path = load_policy(cfg.model, cfg.paths.cache_dir)
+    model, tokenizer, model_path = load_policy(cfg.model, cfg.paths.cache_dir, cfg.data.synthetic)
     return evaluate_model(cfg, run_dir, model, tokenizer, model_path, sets)
 
 

@@ -141,7 +141,7 @@ def _policy_or(cfg: DictConfig, given: tuple[Any, Any, Any] | None) -> Iterator[
     if given is not None:
         yield given
         return
-    model, tokenizer, _ = load_policy(cfg.model, cfg.paths.cache_dir)
+    model, tokenizer, _ = load_policy(cfg.model, cfg.paths.cache_dir, cfg.data.synthetic)
     prompt_fn, _ = prompt_builder(cfg, tokenizer)
     with build_grader(cfg.grading) as grader:
         yield build_engine(cfg.rollout, model, tokenizer), prompt_fn, grader

@@ -174,7 +174,7 @@ def _run(cfg: DictConfig, run_dir: RunDir, ctx: Any) -> dict[str, Any]:
         # each rank loads the whole policy onto its own device (cuda:LOCAL_RANK, or the CPU), then shards it
         OmegaConf.set_struct(model_cfg, False)
         model_cfg.device = str(ctx.device)
-    model, tokenizer, model_path = load_policy(model_cfg, cfg.paths.cache_dir)
+    model, tokenizer, model_path = load_policy(model_cfg, cfg.paths.cache_dir, cfg.data.synthetic)
     if cfg.trainer.gradient_checkpointing:
         # transformers renamed it (the old name now warns); older releases have only the old name
         enable = getattr(model, "activation_checkpointing_enable", None) or model.gradient_checkpointing_enable

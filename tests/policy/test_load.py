@@ -55,3 +55,25 @@ def test_dtype_choices():
     assert pick_dtype("bfloat16", "cpu") == torch.bfloat16
     with pytest.raises(UserError, match="valid: auto"):
         pick_dtype("fp8", "cpu")
+
+
+def test_tiny_is_the_model_of_the_synthetic_task(monkeypatch, tmp_path):
+    """"tiny" routes to the embedded default for the arithmetic task (any levels, families or seed) and to the
+    toy's own model for rule_tags / meds_strategies, or for another depth (model.tiny_layers)."""
+    from memrl.config.schema import SyntheticConfig
+    from memrl.policy import load
+
+    calls = []
+    monkeypatch.setattr(load, "ensure_tiny_model", lambda cache: calls.append(("default", cache)) or tmp_path / "d")
+    monkeypatch.setattr(
+        load,
+        "ensure_toy_model",
+        lambda syn, layers, cache: calls.append((syn.task, layers, cache)) or tmp_path / f"{syn.task}-{layers}",
+    )
+    arith = SyntheticConfig(levels=[1], seed=7)
+    assert load.resolve_model_path("tiny", tmp_path) == str(tmp_path / "d")
+    assert load.resolve_model_path("tiny", tmp_path, arith) == str(tmp_path / "d")
+    assert load.resolve_model_path("tiny", tmp_path, arith, 8) == str(tmp_path / "arithmetic-8")
+    toy = SyntheticConfig(task="rule_tags")
+    assert load.resolve_model_path("tiny", tmp_path, toy) == str(tmp_path / "rule_tags-None")
+    assert calls == [("default", tmp_path), ("default", tmp_path), ("arithmetic", 8, tmp_path), ("rule_tags", None, tmp_path)]
