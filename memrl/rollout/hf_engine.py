@@ -9,6 +9,12 @@ but its last token) is computed per prompt and repeated for its `n` copies, and 
 from it (`_shared_prompt_cache`). Positions, masks and random draws are those of the plain call, so the
 completions are the same (bit for bit on the CPU, tests/rollout); only the prompt's compute is saved,
 (n - 1) / n of it.
+
+Seeded sampling (`SamplingParams.seed` s) restarts torch's RNG at every batch, from the seed of the batch's
+first prompt i (`params.from_prompt(i)`: s + i * n, vLLM's seed for that prompt), and leaves the global RNG as
+it was. A call on whole batches from prompt i on, with `params.from_prompt(i)`, therefore samples exactly what
+the call on all prompts samples for them (same batches, same padding, same draws): evaluation splits its
+batches over ranks this way (memrl.eval.runner). Unseeded calls draw from the global RNG, batch after batch.
 """
 
 from __future__ import annotations
@@ -73,16 +79,19 @@ class HFEngine:
             One list of `n` rollouts per prompt, in prompt order.
         """
         out: list[list[Rollout]] = []
-        if params.seed is not None:
-            torch.manual_seed(params.seed)
         was_training = self.model.training
         self.model.eval()
+        devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
         try:
-            for start in range(0, len(prompts), self.batch_size):
-                batch = list(prompts[start : start + self.batch_size])
-                out.extend(self._generate_batch(batch, start, params))
-                if progress is not None:
-                    progress(len(batch))
+            # a seeded call does not move the global RNG (as vLLM's does not)
+            with torch.random.fork_rng(devices=devices, enabled=params.seed is not None):
+                for start in range(0, len(prompts), self.batch_size):
+                    batch = list(prompts[start : start + self.batch_size])
+                    if params.seed is not None:
+                        torch.manual_seed(params.from_prompt(start).seed)
+                    out.extend(self._generate_batch(batch, start, params))
+                    if progress is not None:
+                        progress(len(batch))
         finally:
             self.model.train(was_training)
         return out

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 
 @dataclass(frozen=True)
@@ -16,7 +16,8 @@ class SamplingParams:
         top_k: keep the k most likely tokens (0 = off).
         max_new_tokens: hard length limit of a completion.
         stop: generation ends after any of these strings (kept in the text).
-        seed: seeds the sampler for this call (None: leave the global RNG as it is).
+        seed: seeds this call's sampling, prompt i from seed + i * n (vLLM: per prompt; transformers: per batch,
+            from its first prompt), without moving the global RNG; None: draw from the global RNG.
     """
 
     n: int = 1
@@ -40,6 +41,12 @@ class SamplingParams:
     @property
     def greedy(self) -> bool:
         return self.temperature == 0
+
+    def from_prompt(self, first: int) -> SamplingParams:
+        """These parameters for a call on this call's prompts from the `first`-th on: the seed is the one that
+        prompt has here (seed + first * n), so the call samples for them what this one does (a split of whole
+        batches, for the transformers engine); unseeded, unchanged."""
+        return self if self.seed is None else replace(self, seed=self.seed + int(first) * self.n)
 
 
 @dataclass

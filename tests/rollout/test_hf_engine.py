@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
 from memrl.data.templates import format_prompt
 from memrl.policy.load import load_policy
@@ -53,6 +54,23 @@ def test_seeded_sampling_repeats(engine, prompts):
     a = [[r.token_ids for r in g] for g in engine.generate(prompts, params)]
     b = [[r.token_ids for r in g] for g in engine.generate(prompts, params)]
     assert a == b
+
+
+def test_seeded_batches_sample_alike_in_any_split(engine, prompts):
+    """A call on the whole batches from prompt i on, with params.from_prompt(i), samples what the call on all
+    prompts samples for them (evaluation splits its batches over ranks this way); the global RNG stays put."""
+    params = SamplingParams(n=2, temperature=1.0, max_new_tokens=30, seed=5)
+    state = torch.random.get_rng_state()
+    whole = [[r.token_ids for r in g] for g in engine.generate(prompts, params)]
+    assert torch.equal(torch.random.get_rng_state(), state)
+    first = engine.batch_size
+    assert len(prompts) > first  # two batches: [0, first) and [first, len)
+    head = engine.generate(prompts[:first], params)
+    tail = engine.generate(prompts[first:], params.from_prompt(first))
+    assert [[r.token_ids for r in g] for g in head + tail] == whole
+    # the second batch does not repeat the first one's draws: seeded from its own prompt index
+    same_seed = engine.generate(prompts[first:], params)
+    assert [[r.token_ids for r in g] for g in same_seed] != whole[first:]
 
 
 def test_finish_reasons(engine, prompts):
