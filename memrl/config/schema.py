@@ -129,6 +129,10 @@ class SyntheticConfig:
     conf/data/meds_strategies.yaml)"""
     n_tags: int = 300
     """rule_tags: how many tags (each hides one of memrl.data.toys.RULES)"""
+    tag_style: str = "codes"
+    """rule_tags: codes (T0, T1, ...: each tag's rule drawn alone, nothing links two tags) | words (words of six
+    families, birds, fruits, ...: a family's tags hide the same rule, a likeness a sentence encoder sees and the
+    policy's fresh one-token tags do not; at most 150 tags; docs/toys.md#rule_tags)"""
     rule_right_share: float = 0.4
     """rule_tags: the hidden rule's share in the warm-start data (three distractor rules share the rest)"""
     wrong_plurality_tags: float = 0.0

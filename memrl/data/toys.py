@@ -88,9 +88,41 @@ RULES = ("first", "second", "third", "last", "max", "min")
 # rules a tag's warm-start data uses: the hidden one and this many distractors
 RULE_DISTRACTORS = 3
 RULE_DIGITS = 4
-_RULE_QUESTION_RE = re.compile(rf"^Apply rule (T\d+) to (\d(?: \d){{{RULE_DIGITS - 1}}})\.$")
+_RULE_QUESTION_RE = re.compile(rf"^Apply rule ([A-Za-z]\w*) to (\d(?: \d){{{RULE_DIGITS - 1}}})\.$")
 # `Rule T17 max:` (the tag, then the rule); the tag is optional so that `Rule max:` still parses
-_RULE_NAME_RE = re.compile(r"^\s*Rule (?:T\d+ )?(\w+):")
+_RULE_NAME_RE = re.compile(r"^\s*Rule (?:[A-Za-z]\w* )?(\w+):")
+TAG_STYLES = ("codes", "words")
+# tag_style=words: six families of words, one per rule (which family hides which rule is drawn from the seed). A
+# family's words are alike to a sentence encoder (MemReward's MiniLM) and unrelated to the policy, whose tiny
+# tokenizer gives every tag a token of its own: the GNN can carry a labelled tag's rule to the unlabelled tags of
+# its family, training on the labelled queries alone (R1-p) cannot. No word is part of another, of a rule's
+# name or of the prompt's words (tests/data/test_toys.py).
+TAG_WORDS = {
+    "birds": (
+        "falcon eagle hawk sparrow pigeon parrot heron raven robin swallow pelican penguin kingfisher ostrich "
+        "vulture magpie finch canary seagull woodpecker albatross peacock toucan condor owl"
+    ).split(),
+    "fruits": (
+        "apple banana cherry mango peach plum grape lemon orange pear kiwi melon apricot papaya guava lychee "
+        "coconut fig lime raspberry strawberry blueberry tangerine nectarine pomegranate"
+    ).split(),
+    "vehicles": (
+        "truck bicycle tractor scooter motorcycle tram bus van taxi ambulance limousine wagon sedan jeep airplane "
+        "helicopter yacht canoe ferry submarine rocket sled skateboard carriage trolley"
+    ).split(),
+    "body": (
+        "elbow knee shoulder ankle wrist thumb finger spine skull lung liver kidney heart stomach tongue eyebrow "
+        "forehead cheek heel hip jaw throat belly navel nostril"
+    ).split(),
+    "instruments": (
+        "violin cello trumpet flute piano guitar drum harp clarinet oboe saxophone trombone tuba banjo ukulele "
+        "accordion harmonica mandolin xylophone bassoon piccolo tambourine cymbal bagpipe sitar"
+    ).split(),
+    "countries": (
+        "france germany spain italy japan china brazil canada mexico egypt kenya india norway sweden poland "
+        "greece turkey chile peru cuba iran nepal ghana russia austria"
+    ).split(),
+}
 
 
 def apply_rule(rule: str, digits: Sequence[int]) -> int:
@@ -111,17 +143,42 @@ def apply_rule(rule: str, digits: Sequence[int]) -> int:
 
 
 def tag_names(cfg: Any) -> list[str]:
-    """The tags of the task, `T0` ... `T<n_tags - 1>`."""
+    """The tags of the task: `T0` ... `T<n_tags - 1>` (tag_style=codes), or the first n_tags words taken from the
+    families in turn (tag_style=words: every family has n_tags / 6 of them, give or take one)."""
     if cfg.n_tags < 1:
         raise UserError(f"data.synthetic.n_tags must be at least 1, got {cfg.n_tags}")
-    return [f"T{i}" for i in range(cfg.n_tags)]
+    style = getattr(cfg, "tag_style", "codes")
+    if style == "codes":
+        return [f"T{i}" for i in range(cfg.n_tags)]
+    if style != "words":
+        raise UserError(f"unknown data.synthetic.tag_style={style!r}; valid: {', '.join(TAG_STYLES)}")
+    words = [w for group in zip(*TAG_WORDS.values()) for w in group]
+    if cfg.n_tags > len(words):
+        raise UserError(f"data.synthetic.tag_style=words has {len(words)} tags, got n_tags={cfg.n_tags}")
+    return words[: cfg.n_tags]
+
+
+def tag_family(tag: str) -> str | None:
+    """The family of a word tag (None for a code tag)."""
+    return next((family for family, words in TAG_WORDS.items() if tag in words), None)
+
+
+def family_rules(seed: int) -> dict[str, str]:
+    """Which rule each family of word tags hides: a permutation of RULES drawn from the seed."""
+    rules = list(RULES)
+    random.Random(f"memrl-rule-tags-families/{seed}").shuffle(rules)
+    return dict(zip(TAG_WORDS, rules))
 
 
 def tag_rules(cfg: Any, tag: str) -> tuple[str, ...]:
-    """The rules of a tag's warm-start data: the hidden (right) rule first, then its distractors."""
+    """The rules of a tag's warm-start data: the hidden (right) rule first (a word tag's: its family's), then its
+    distractors (drawn per tag)."""
     rng = random.Random(f"memrl-rule-tags/{cfg.seed}/{tag}")
-    rules = rng.sample(RULES, 1 + RULE_DISTRACTORS)
-    return tuple(rules)
+    family = tag_family(tag)
+    if family is None:
+        return tuple(rng.sample(RULES, 1 + RULE_DISTRACTORS))
+    hidden = family_rules(cfg.seed)[family]
+    return (hidden, *rng.sample([r for r in RULES if r != hidden], RULE_DISTRACTORS))
 
 
 def tag_rule(cfg: Any, tag: str) -> str:

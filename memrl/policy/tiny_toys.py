@@ -51,7 +51,7 @@ from memrl.policy import tiny
 # settings of the task that decide its warm start (and so the model)
 _TASK_FIELDS = {
     "arithmetic": ("seed", "families", "levels"),
-    "rule_tags": ("seed", "n_tags", "rule_right_share", "wrong_plurality_tags"),
+    "rule_tags": ("seed", "n_tags", "tag_style", "rule_right_share", "wrong_plurality_tags"),
     "meds_strategies": ("seed", "families", "levels"),
 }
 # completions of meds_strategies run longer than the arithmetic task's (openers and step wordings)

@@ -97,6 +97,38 @@ def test_rule_tags_graded_and_labelled(grader):
     assert T.named_rule("Rule max: \\boxed{8}") == "max"  # the tag is optional
 
 
+def test_word_tags_families_hide_one_rule_each():
+    cfg = dataclasses.replace(RULES_CFG, tag_style="words", n_tags=150)
+    tags = T.tag_names(cfg)
+    assert len(tags) == len(set(tags)) == 150
+    by_family = collections.Counter(T.tag_family(t) for t in tags)
+    assert by_family == {f: 25 for f in T.TAG_WORDS}
+    # the first n_tags take the families in turn
+    assert collections.Counter(T.tag_family(t) for t in T.tag_names(dataclasses.replace(cfg, n_tags=12))) == {
+        f: 2 for f in T.TAG_WORDS
+    }
+    rules = T.family_rules(cfg.seed)
+    assert sorted(rules.values()) == sorted(T.RULES)  # six families, six rules, one each
+    assert T.family_rules(cfg.seed + 1) != rules or T.family_rules(cfg.seed + 2) != rules  # drawn from the seed
+    for tag in tags:
+        hidden, *distractors = T.tag_rules(cfg, tag)
+        assert hidden == rules[T.tag_family(tag)] and len(set(distractors)) == 3 and hidden not in distractors
+    # no word is part of another word, of a rule's name or of the prompt's own words
+    text = f"Apply rule to . Rule : {' '.join(T.RULES)} {format_prompt(T.load_split('test', cfg)[0])}"
+    for w in tags:
+        assert not [o for o in tags if o != w and w in o]
+        assert not [r for r in T.RULES if r in w or w in r]
+        assert w not in text.replace(T.parse_rule_question(T.load_split("test", cfg)[0])[0], "")
+    p = T.load_split("train", cfg)[0]
+    tag, digits = T.parse_rule_question(p)
+    assert tag in tags and T.named_rule(T.rule_solution(p, "max")) == "max"
+    assert p.answer == str(T.apply_rule(rules[T.tag_family(tag)], digits))
+    with pytest.raises(UserError, match="tag_style=words has 150 tags"):
+        T.tag_names(dataclasses.replace(cfg, n_tags=151))
+    with pytest.raises(UserError, match="valid: codes, words"):
+        T.tag_names(dataclasses.replace(cfg, tag_style="emoji"))
+
+
 def test_rule_shares_and_the_control():
     tags = T.tag_names(RULES_CFG)
     for tag in tags:

@@ -170,6 +170,12 @@ def test_rule_tags_tokenizer_has_one_token_per_tag():
         assert tok.convert_ids_to_tokens(ids).count(tag) == 1 and tok.decode(ids) == f"Apply rule {tag} to 3 8 5 1."
         # without the added tags a tag is the letter and one token per digit
         assert len(plain(tag)["input_ids"]) == len(tag)
+    words = dataclasses.replace(cfg, tag_style="words")
+    tok = TT.toy_tokenizer(words, [p + c for p, c in T.sft_examples(words, random.Random(0), 200)], settings)
+    for tag in ("falcon", "pomegranate", "kingfisher", "cuba"):
+        text = f"Apply rule {tag} to 3 8 5 1.\nRule {tag} min: \\boxed{{1}}"
+        ids = tok(text)["input_ids"]
+        assert tok.convert_ids_to_tokens(ids).count(tag) == 2 and tok.decode(ids) == text
 
 
 def test_preconditions_script_uses_the_data_presets():
