@@ -273,12 +273,12 @@ def _leaf(value: Any) -> Any:
     return value if value is None or isinstance(value, (bool, int, float, str)) else str(value)
 
 
-def config_values(cfg: Any, part: str = "train") -> dict[str, Any]:
+def config_values(cfg: Any, part: str = "train", every_group: bool = False) -> dict[str, Any]:
     """The result-changing keys of `part` in `cfg`, flattened ("trainer.lr": 0.0001), values resolved.
 
     Interpolations of `paths.*` (data files under the data folder) are kept as written, so a moved data or cache
-    folder is not a new config. Groups a run does not use are left out: reward.memreward.* unless
-    reward=memreward, meds.* (but meds.enable) unless MEDS is on.
+    folder is not a new config. Groups a run does not use are left out (unless `every_group`):
+    reward.memreward.* unless reward=memreward, meds.* (but meds.enable) unless MEDS is on.
     """
     from omegaconf import DictConfig, ListConfig, OmegaConf
     from omegaconf.errors import MissingMandatoryValue
@@ -312,9 +312,9 @@ def config_values(cfg: Any, part: str = "train") -> dict[str, Any]:
                 out[full] = _leaf(value)
 
     walk(cfg, "")
-    if out.get("reward.name") != "memreward":
+    if not every_group and out.get("reward.name") != "memreward":
         out = {k: v for k, v in out.items() if not k.startswith("reward.memreward.")}
-    if not out.get("meds.enable", False):
+    if not (every_group or out.get("meds.enable", False)):
         out = {k: v for k, v in out.items() if not k.startswith("meds.") or k == "meds.enable"}
     prefixes = PART_KEYS[part]
     if prefixes is not None:
@@ -337,6 +337,16 @@ def record_diff(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     # compared as stored (JSON), as the hash is: 1 and 1.0 differ
     shown = {k: (json.dumps(a.get(k, "(not set)")), json.dumps(b.get(k, "(not set)"))) for k in set(a) | set(b)}
     return [f"{k}: {x} -> {y}" for k, (x, y) in sorted(shown.items()) if x != y]
+
+
+def added_at_default(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """The keys of record `new` that record `old` lacks and whose value in `new` is the schema's default
+    (memrl/config/schema.py's TrainAppConfig): settings added to memrl after `old` was stored, left as they were."""
+    from memrl.config.schema import TrainAppConfig
+
+    a, b = old.get("config", {}), new.get("config", {})
+    defaults = config_values(OmegaConf.structured(TrainAppConfig), every_group=True)
+    return sorted(k for k in set(b) - set(a) if k in defaults and json.dumps(b[k]) == json.dumps(defaults[k]))
 
 
 def _resume_mode(cfg: Any) -> str:
@@ -443,6 +453,16 @@ def reusable(run_dir: RunDir, cfg: Any, part: str) -> bool:
         diff = [d for d in record_diff(have, want) if d.split(":", 1)[0] not in unresolved]
     else:
         diff = [] if have.get("hash") == want["hash"] else record_diff(have, want)
+        added = added_at_default(have, want) if diff else []
+        if added:
+            log.info(
+                "%s: %s/ was recorded before memrl had %s; at the schema's default here, which is what that run "
+                "computed with, so not a difference",
+                root,
+                part,
+                ", ".join(added),
+            )
+            diff = [d for d in diff if d.split(":", 1)[0] not in added]
     if not diff:
         if legacy:
             log.warning("%s: %s has no config record (made by an older memrl); adopting this run's", root, part)

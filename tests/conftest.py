@@ -13,6 +13,34 @@ from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
 
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _subprocess_env(**extra: str | None) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        PYTHONPATH=os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")]).rstrip(os.pathsep),
+        OMP_NUM_THREADS="1",
+        HF_HUB_OFFLINE="1",
+        HF_DATASETS_OFFLINE="1",
+        TOKENIZERS_PARALLELISM="false",
+    )
+    for key, value in extra.items():
+        if value is None:
+            env.pop(key, None)
+        else:
+            env[key] = value
+    return env
+
+
+@pytest.fixture(scope="session")
+def subprocess_env():
+    """`subprocess_env(**extra)`: the environment of a process a test starts (a memrl command, a torchrun launch,
+    a script): this process's at the call, with this checkout first on PYTHONPATH, one thread per process
+    (OMP_NUM_THREADS=1: processes running side by side share the cores), the hub offline, and `extra` on top
+    (a value None removes the variable)."""
+    return _subprocess_env
+
 
 @pytest.fixture(scope="session")
 def tiny_model_dir() -> Path:

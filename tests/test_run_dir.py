@@ -109,6 +109,28 @@ def test_train_reuse_with_excluded_keys_is_accepted(train_cfg, tmp_path):
     assert read_record(root, "train") == config_record(train_cfg())
 
 
+def test_keys_added_to_memrl_since_count_as_equal_at_their_default(train_cfg, tmp_path, caplog):
+    """A run directory recorded before `dist` and `trainer.checkpoint` existed is reused by a config that leaves
+    them at the schema's defaults (an INFO names them), refused by one that sets one otherwise."""
+    root = tmp_path / "run"
+    _finished_train(root, None)
+    old = config_record(train_cfg())
+    old["config"] = {k: v for k, v in old["config"].items() if not k.startswith(("dist.", "trainer.checkpoint."))}
+    old["hash"] = "recorded-by-an-older-memrl"
+    (root / "train" / "built_with.json").write_text(json.dumps(old))
+    with caplog.at_level(logging.INFO, logger="memrl.run_dir"):
+        check_reuse(RunDir(root), train_cfg(), "train")
+    added = [r for r in caplog.records if "was recorded before memrl had" in r.getMessage()]
+    assert len(added) == 1 and added[0].levelno == logging.INFO
+    added = [added[0].getMessage()]
+    assert "dist.backend, dist.mesh.replicate, dist.mesh.shard" in added[0] and "dist.strategy" in added[0]
+    assert read_record(root, "train") == config_record(train_cfg())  # this run's record from now on
+    # a key the old record lacks, set to another value than its default: the run computes something else
+    (root / "train" / "built_with.json").write_text(json.dumps(old))
+    with pytest.raises(ConfigMismatch, match=r'dist.mesh.replicate: "\(not set\)" -> 2'):
+        check_reuse(RunDir(root), train_cfg("dist.mesh.replicate=2"), "train")
+
+
 def test_start_over_removes_train_and_eval(train_cfg, tmp_path):
     root = tmp_path / "run"
     _finished_train(root, train_cfg())

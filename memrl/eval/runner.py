@@ -11,6 +11,7 @@ from typing import Any
 
 from memrl.data.problem import Problem
 from memrl.data.templates import format_prompt
+from memrl.dist.runtime import broadcast_object, gather_objects
 from memrl.errors import UserError
 from memrl.eval.passk import default_ks, mean_at_n, mean_pass_at_k, validate_ks
 from memrl.grading import GradeItem, Grader
@@ -123,57 +124,45 @@ def evaluate_problems(
     settings: EvalSettings,
     grader: Grader,
     progress: Callable[[int], None] | None = None,
+    dist_ctx: Any = None,
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Generate, grade and score one benchmark.
+
+    Args:
+        dist_ctx: the process group (memrl.dist.runtime.DistContext) of a distributed run, None in one process.
+            With W > 1 ranks, each rank generates and grades whole engine batches of the problems (batches r,
+            r + W, r + 2W, ...; `split_batches`), rank 0 gathers the graded samples and computes the metrics,
+            and every rank gets them: the numbers and samples of a 1-rank evaluation.
 
     Returns:
         (metrics, samples): metrics has n_problems, greedy_acc, mean@n, pass@k {k: value}, distinct@n
         (distinct answers per problem among its n samples), mean_tokens and truncated (fraction of
-        completions that hit the length limit); samples has one record per completion.
+        completions that hit the length limit); samples has one record per completion (distributed: on rank
+        0, empty on the other ranks).
     """
     prompts = [
         format_prompt(p, tokenizer, settings.prompt_style, settings.answer_format, settings.system_prompt)
         for p in problems
     ]
-    metrics: dict[str, Any] = {"n_problems": len(problems)}
-    samples: list[dict[str, Any]] = []
-    lengths: list[int] = []
-    truncated = 0
+    world = dist_ctx.world_size if dist_ctx is not None else 1
+    rank = dist_ctx.rank if dist_ctx is not None else 0
 
-    def grade(groups: list[list[Rollout]], mode: str) -> list[int]:
-        nonlocal truncated
-        items = [GradeItem(p.domain, r.text, p.answer, p.metadata) for p, g in zip(problems, groups) for r in g]
-        results = iter(grader.grade_batch(items))
-        counts = []
-        for p, g in zip(problems, groups):
-            c = 0
-            for r in g:
-                res = next(results)
-                c += int(res.correct)
-                lengths.append(r.num_tokens)
-                truncated += r.finish_reason == "length"
-                samples.append(
-                    {
-                        "id": p.id,
-                        "mode": mode,
-                        "sample_index": r.sample_index,
-                        "gold": p.answer,
-                        "completion": r.text,
-                        "extracted": res.extracted,
-                        "correct": res.correct,
-                        "grade_status": res.status,
-                        "finish_reason": r.finish_reason,
-                        "num_tokens": r.num_tokens,
-                        "prompt": r.prompt,
-                    }
-                )
-            counts.append(c)
-        return counts
+    def graded(params: SamplingParams, mode: str) -> list[list[dict[str, Any]]]:
+        """Each problem's sample records in problem order (on rank 0; empty on the other ranks)."""
+        if world == 1:
+            return _grade(problems, range(len(problems)), engine.generate(prompts, params, progress), mode, grader)
+        mine = split_batches(engine, prompts, params, rank, world, progress)
+        parts = gather_objects(list(zip(mine, _grade(problems, list(mine), list(mine.values()), mode, grader))))
+        if parts is None:
+            return []
+        done = dict(x for part in parts for x in part)
+        return [done[i] for i in range(len(problems))]
 
+    passes: list[tuple[str, SamplingParams]] = []
     if settings.greedy:
-        params = SamplingParams(n=1, temperature=0.0, max_new_tokens=settings.max_new_tokens, stop=settings.stop)
-        counts = grade(engine.generate(prompts, params, progress), "greedy")
-        metrics["greedy_acc"] = sum(counts) / len(counts) if counts else float("nan")
+        passes.append(
+            ("greedy", SamplingParams(n=1, temperature=0.0, max_new_tokens=settings.max_new_tokens, stop=settings.stop))
+        )
     if settings.n > 0:
         params = SamplingParams(
             n=settings.n,
@@ -183,22 +172,97 @@ def evaluate_problems(
             stop=settings.stop,
             seed=settings.seed,
         )
-        first = len(samples)
-        counts = grade(engine.generate(prompts, params, progress), "sample")
+        passes.append(("sample", params))
+    records = {mode: graded(params, mode) for mode, params in passes}
+    if rank != 0:  # rank 0's metrics (computed below from every rank's samples), and no samples
+        return broadcast_object(None), []
+
+    metrics: dict[str, Any] = {"n_problems": len(problems)}
+    samples = [rec for by_problem in records.values() for recs in by_problem for rec in recs]
+    if "greedy" in records:
+        counts = [sum(int(r["correct"]) for r in recs) for recs in records["greedy"]]
+        metrics["greedy_acc"] = sum(counts) / len(counts) if counts else float("nan")
+    if "sample" in records:
+        counts = [sum(int(r["correct"]) for r in recs) for recs in records["sample"]]
         metrics["n"] = settings.n
         # answer diversity: distinct extracted answers among a problem's n samples (no answer counts as one)
         per_problem: dict[str, set[str | None]] = {}
-        for rec in samples[first:]:
-            per_problem.setdefault(rec["id"], set()).add(rec["extracted"])
+        for recs in records["sample"]:
+            for rec in recs:
+                per_problem.setdefault(rec["id"], set()).add(rec["extracted"])
         metrics[f"distinct@{settings.n}"] = (
             sum(len(v) for v in per_problem.values()) / len(per_problem) if per_problem else float("nan")
         )
         metrics[f"mean@{settings.n}"] = mean_at_n(counts, settings.n)
         metrics["pass@k"] = mean_pass_at_k(counts, settings.n, settings.ks)
         metrics["correct_counts"] = counts
+    lengths = [rec["num_tokens"] for rec in samples]
     metrics["mean_tokens"] = sum(lengths) / len(lengths) if lengths else 0.0
-    metrics["truncated"] = truncated / len(lengths) if lengths else 0.0
+    metrics["truncated"] = sum(rec["finish_reason"] == "length" for rec in samples) / len(lengths) if lengths else 0.0
+    if world > 1:
+        broadcast_object(metrics)
     return metrics, samples
+
+
+def split_batches(
+    engine: Any,
+    prompts: Sequence[str],
+    params: SamplingParams,
+    rank: int,
+    world: int,
+    progress: Callable[[int], None] | None = None,
+) -> dict[int, list[Rollout]]:
+    """This rank's share of `engine.generate(prompts, params)`: {prompt index: its rollouts}.
+
+    The prompts fall into the engine's batches (`engine.batch_size`); rank r generates batches r, r + W, r + 2W,
+    ..., each with `params.from_prompt(first prompt)`, so that it samples exactly what one call on all prompts
+    samples for them (memrl.rollout.hf_engine). Every rank makes the same number of calls, as sharded forward
+    passes need: a rank short of batches generates batch 0 once more and drops it (the engine's `synced_gpus`
+    keeps the ranks' forward passes in step inside a call). `progress` gets each round's problems, all ranks'.
+    """
+    size = max(1, int(getattr(engine, "batch_size", len(prompts)) or 1))
+    starts = list(range(0, len(prompts), size))
+    mine = starts[rank::world]
+    out: dict[int, list[Rollout]] = {}
+    for r in range(-(-len(starts) // world)):
+        first = mine[r] if r < len(mine) else 0
+        groups = engine.generate(list(prompts[first : first + size]), params.from_prompt(first))
+        if r < len(mine):
+            out.update((first + i, g) for i, g in enumerate(groups))
+        if progress is not None:
+            progress(min(len(prompts), (r + 1) * world * size) - r * world * size)
+    return out
+
+
+def _grade(
+    problems: Sequence[Problem], indices: Sequence[int], groups: list[list[Rollout]], mode: str, grader: Grader
+) -> list[list[dict[str, Any]]]:
+    """The sample records of problems[i]'s rollouts for each i of `indices` (graded in one batch)."""
+    chosen = [problems[i] for i in indices]
+    items = [GradeItem(p.domain, r.text, p.answer, p.metadata) for p, g in zip(chosen, groups) for r in g]
+    results = iter(grader.grade_batch(items))
+    out = []
+    for p, g in zip(chosen, groups):
+        recs = []
+        for r in g:
+            res = next(results)
+            recs.append(
+                {
+                    "id": p.id,
+                    "mode": mode,
+                    "sample_index": r.sample_index,
+                    "gold": p.answer,
+                    "completion": r.text,
+                    "extracted": res.extracted,
+                    "correct": res.correct,
+                    "grade_status": res.status,
+                    "finish_reason": r.finish_reason,
+                    "num_tokens": r.num_tokens,
+                    "prompt": r.prompt,
+                }
+            )
+        out.append(recs)
+    return out
 
 
 def weighted_average(per_bench: dict[str, dict[str, Any]]) -> dict[str, Any]:

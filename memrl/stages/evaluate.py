@@ -59,13 +59,17 @@ def evaluate_model(
     tracker: Any = None,
     print_table: bool = True,
     engine: Any = None,
+    dist_ctx: Any = None,
 ) -> dict[str, Any]:
     """Evaluate a loaded model on loaded benchmarks; writes eval/results_<tag><ts>.json, samples and a plot.
 
     `memrl train` calls this for the policy before and after training (tags `initial_` and `final_`), with its
     own tracker (None: the `logger` config's tracker for this evaluation alone) and its rollout engine (None:
-    one is built from `cfg.rollout`; a vLLM engine holds its own copy of the weights, so one per run).
+    one is built from `cfg.rollout`; a vLLM engine holds its own copy of the weights, so one per run). With
+    `dist_ctx` (a distributed run) the ranks split the problems (`evaluate_problems`) and rank 0 alone writes
+    the files, those of a 1-rank evaluation; every rank returns the results.
     """
+    main = dist_ctx is None or dist_ctx.is_main
     t0 = time.time()
     style = resolve_style(cfg.model.prompt_style, tokenizer)
     settings = EvalSettings(cfg, style)
@@ -82,11 +86,12 @@ def evaluate_model(
     ):
         for name, problems in sets.items():
             tb = time.time()
-            metrics, samples = evaluate_problems(engine, tokenizer, problems, settings, grader, advance)
+            metrics, samples = evaluate_problems(engine, tokenizer, problems, settings, grader, advance, dist_ctx)
             metrics["seconds"] = round(time.time() - tb, 2)
             per_bench[name] = metrics
 
-            atomic_write_jsonl(eval_dir / f"samples_{name}_{ts}.jsonl", samples)
+            if main:
+                atomic_write_jsonl(eval_dir / f"samples_{name}_{ts}.jsonl", samples)
             log.info("%s: %s", name, _summary(metrics))
 
     results = {
@@ -98,6 +103,8 @@ def evaluate_model(
         "seconds": round(time.time() - t0, 2),
         "config": OmegaConf.to_container(cfg, resolve=True, enum_to_str=True),
     }
+    if not main:
+        return results
 
     atomic_write_json(eval_dir / f"results_{ts}.json", results)
     if cfg.eval.plot and settings.n > 0:

@@ -20,8 +20,6 @@ import copy
 import datetime as _dt
 import json
 import logging
-import shutil
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -243,7 +241,7 @@ def _run(cfg: DictConfig, run_dir: RunDir, ctx: Any) -> dict[str, Any]:
         val_settings = EvalSettings(cfg, style, validation=True)
 
         def validate(step: int) -> dict[str, float]:
-            metrics, _ = evaluate_problems(engine, tokenizer, val_problems, val_settings, grader)
+            metrics, _ = evaluate_problems(engine, tokenizer, val_problems, val_settings, grader, dist_ctx=ctx)
             out = {"val/greedy_acc": metrics["greedy_acc"]}
             if val_settings.n > 0:
                 out[f"val/mean@{val_settings.n}"] = metrics[f"mean@{val_settings.n}"]
@@ -283,17 +281,14 @@ def _run(cfg: DictConfig, run_dir: RunDir, ctx: Any) -> dict[str, Any]:
         # a finished run continued for more steps keeps its initial evaluation
         earlier = Path(run_dir.root) / "train" / "summary.json"
         carried = json.loads(earlier.read_text()).get("initial") if resumed and earlier.is_file() else None
-        # run: the initial evaluation, training, the final evaluation. Distributed: every rank runs the whole
-        # evaluation (the sharded forward passes need them all; the numbers are those of one process), rank 0
-        # writes it into eval/, the others into a scratch folder
-        scratch = None if main or not eval_sets else tempfile.mkdtemp(prefix=f"memrl-eval-rank{ctx.rank}-")
-        eval_dir = run_dir if scratch is None else RunDir(Path(scratch))
+        # run: the initial evaluation, training, the final evaluation. Distributed: the ranks split each
+        # evaluation's batches, rank 0 gathers the samples and writes eval/ (the numbers are those of one process)
         initial = None
         if eval_sets and not resumed and cfg.trainer.initial_eval:
             log.info("evaluating the initial policy on %s", ", ".join(eval_sets))
             initial = evaluate_model(
                 cfg,
-                eval_dir,
+                run_dir,
                 model,
                 tokenizer,
                 model_path,
@@ -302,6 +297,7 @@ def _run(cfg: DictConfig, run_dir: RunDir, ctx: Any) -> dict[str, Any]:
                 tracker=tracker,
                 print_table=False,
                 engine=engine,
+                dist_ctx=ctx,
             )
             model.train()
         t0 = time.time()
@@ -329,7 +325,7 @@ def _run(cfg: DictConfig, run_dir: RunDir, ctx: Any) -> dict[str, Any]:
         if eval_sets:
             final = evaluate_model(
                 cfg,
-                eval_dir,
+                run_dir,
                 model,
                 tokenizer,
                 str(evaluated),
@@ -338,10 +334,9 @@ def _run(cfg: DictConfig, run_dir: RunDir, ctx: Any) -> dict[str, Any]:
                 tracker=tracker,
                 print_table=main,
                 engine=engine,
+                dist_ctx=ctx,
             )
     tracker.finish()
-    if scratch is not None:
-        shutil.rmtree(scratch, ignore_errors=True)
     # write the run directory: train/summary.json with the label accounting
     warmup = None
     if warmed:  # MemReward: the labels its warm-up read

@@ -41,26 +41,15 @@ class Launch:
         return torch.load(self.out / "params.pt")
 
 
-def _env() -> dict[str, str]:
-    env = dict(os.environ)
-    env.update(
-        PYTHONPATH=os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")]).rstrip(os.pathsep),
-        OMP_NUM_THREADS="1",
-        HF_HUB_OFFLINE="1",
-        TOKENIZERS_PARALLELISM="false",
-    )
-    return env
-
-
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
 
-def start(cmd: list[str]) -> subprocess.Popen:
+def start(cmd: list[str], env: dict[str, str]) -> subprocess.Popen:
     return subprocess.Popen(
-        cmd, cwd=REPO, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
+        cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
     )
 
 
@@ -101,14 +90,16 @@ def finish(proc: subprocess.Popen, out: Path, deadline_s: float = DEADLINE_S) ->
     return Launch(proc.returncode, output, out)
 
 
-def launch(out: Path, *args: str, nproc: int | None = 2, deadline_s: float = DEADLINE_S) -> Launch:
+def launch(
+    out: Path, *args: str, env: dict[str, str], nproc: int | None = 2, deadline_s: float = DEADLINE_S
+) -> Launch:
     """worker.py with `args` writing to `out`: under torchrun with `nproc` processes, or alone (nproc None)."""
     out.mkdir(parents=True, exist_ok=True)
     if nproc is None:
         cmd = [sys.executable, str(WORKER), "--no-shard"]
     else:
         cmd = [*TORCHRUN, "--standalone", f"--nproc_per_node={nproc}", str(WORKER)]
-    return finish(start([*cmd, "--out", str(out), *args]), out, deadline_s)
+    return finish(start([*cmd, "--out", str(out), *args], env), out, deadline_s)
 
 
 def ok(run: Launch) -> Launch:
@@ -128,7 +119,7 @@ def tiny_built(tiny_model_dir):
 
 
 @pytest.fixture(scope="session")
-def runs(tmp_path_factory, tiny_built):
+def runs(tmp_path_factory, tiny_built, subprocess_env):
     """Runs compared by several tests, made on first use: 4 steps alone, and on 2 ranks (with HF export)."""
     cache: dict[str, Launch] = {}
     root = tmp_path_factory.mktemp("dist-runs")
@@ -136,9 +127,10 @@ def runs(tmp_path_factory, tiny_built):
     def get(name: str) -> Launch:
         if name not in cache:
             if name == "single":
-                cache[name] = ok(launch(root / name, "--steps", "4", nproc=None))
+                cache[name] = ok(launch(root / name, "--steps", "4", env=subprocess_env(), nproc=None))
             elif name == "two":
-                cache[name] = ok(launch(root / name, "--steps", "4", "--export", str(root / name / "hf")))
+                export = ("--export", str(root / name / "hf"))
+                cache[name] = ok(launch(root / name, "--steps", "4", *export, env=subprocess_env()))
             else:
                 raise KeyError(name)
         return cache[name]
@@ -147,13 +139,14 @@ def runs(tmp_path_factory, tiny_built):
 
 
 @pytest.fixture(scope="session")
-def dl(tiny_built):
-    """The launch helpers of this file, for the tests (conftest modules are not importable by name)."""
+def dl(tiny_built, subprocess_env):
+    """The launch helpers of this file, for the tests (conftest modules are not importable by name); launches
+    get `subprocess_env()` as it is when they start."""
     from types import SimpleNamespace
 
     return SimpleNamespace(
-        launch=launch,
-        start=start,
+        launch=lambda out, *args, **kw: launch(out, *args, env=subprocess_env(), **kw),
+        start=lambda cmd: start(cmd, subprocess_env()),
         finish=finish,
         ok=ok,
         max_diff=max_diff,
@@ -161,6 +154,6 @@ def dl(tiny_built):
         worker=WORKER,
         torchrun=TORCHRUN,
         repo=REPO,
-        env=_env,
+        env=subprocess_env,
         kill_launch=kill_launch,
     )

@@ -40,12 +40,32 @@ BASE = (
     "grading.num_workers=0",
     "dist=fsdp2",
 )
+# validation (greedy and val_n=4 samples) at steps 2 and 3, the initial and the final evaluation (greedy and 4
+# samples at temperature 1): 5 problems in engine batches of 2, so the 3 batches split unevenly over 2 ranks
+# (rank 1 runs a padding batch); they replace BASE's test_freq=0 and final_eval=false
+EVALUATION = (
+    "trainer.test_freq=2",
+    "trainer.val_n=4",
+    "data.val_set.limit=5",
+    "trainer.final_eval=true",
+    "eval.limit=5",
+    "eval.n=4",
+    "eval.temperature=1.0",
+    "rollout.batch_size=2",
+)
 CONFIGS = {
     # DAPO (the train default) with dynamic sampling: refills decided on rank 0
     "dapo": ("algo.filter_groups.enable=true", "algo.filter_groups.max_num_gen_batches=3"),
     # GRPO with the KL term (a sharded reference model) and MEDS's shaping (features per rank, memory on rank 0)
-    # (8 training queries: prompts come back across steps, so the memory has past errors to penalise)
-    "grpo_kl_meds": ("algo=grpo", "algo.kl_loss_coef=0.01", "meds=enabled", "data.synthetic.train_size=8"),
+    # (8 training queries: prompts come back across steps, so the memory has past errors to penalise); with
+    # EVALUATION: validation, the initial and the final evaluation, split over the ranks
+    "grpo_kl_meds": (
+        "algo=grpo",
+        "algo.kl_loss_coef=0.01",
+        "meds=enabled",
+        "data.synthetic.train_size=8",
+        *EVALUATION,
+    ),
     # MemReward: the warm-up (memory, graph, GNN) on rank 0 with the unsharded policy, then the GNN's rewards
     # for the unlabelled queries and its online refresh on rank 0 (tests/stages/test_warmup.py's small sizes)
     "memreward": (
@@ -123,7 +143,8 @@ def train_runs(tmp_path_factory, dl):
     def get(name: str, nproc: int) -> Path:
         if (name, nproc) not in cache:
             run = root / f"{name}-{nproc}"
-            ok(train(dl, run, nproc, *BASE, *CONFIGS[name]))
+            own = {o.split("=")[0] for o in CONFIGS[name]}
+            ok(train(dl, run, nproc, *(o for o in BASE if o.split("=")[0] not in own), *CONFIGS[name]))
             cache[(name, nproc)] = run
         return cache[(name, nproc)]
 
@@ -150,6 +171,47 @@ def test_two_ranks_train_as_one(train_runs, name):
         assert 0 < summaries[1]["train_labels_read"] <= summaries[1]["labelled_train_queries"]
     # rank 0 alone wrote the shared files: one metrics line per step
     assert [r["step"] for r in m2] == [1, 2, 3]
+
+
+def eval_files(run: Path) -> dict[str, Any]:
+    """The run's evaluation files by kind (results_initial, samples_synthetic_final, ...): results without their
+    clock fields and the config (whose run directory differs), samples as written."""
+    out: dict[str, Any] = {}
+    for path in sorted((run / "eval").iterdir()):
+        kind = path.name.rsplit("_", 1)[0]  # the name without its timestamp
+        if path.suffix == ".jsonl":
+            out[kind] = [json.loads(line) for line in path.read_text().splitlines()]
+        elif path.suffix == ".json":
+            r = json.loads(path.read_text())
+            out[kind] = {
+                "settings": r["settings"],
+                "overall": r["overall"],
+                "benchmarks": {b: {k: v for k, v in m.items() if k != "seconds"} for b, m in r["benchmarks"].items()},
+            }
+    return out
+
+
+@pytest.mark.timeout(1200)
+def test_two_ranks_evaluate_as_one(train_runs):
+    """Validation, the initial and the final evaluation split their engine batches over the ranks, rank 0
+    gathers the graded samples: greedy and sampled numbers and the samples files equal those of 1 rank."""
+    one, two = train_runs("grpo_kl_meds", 1), train_runs("grpo_kl_meds", 2)
+    # validation: greedy and pass@k (compared with the other metrics by test_two_ranks_train_as_one)
+    val = [{k: v for k, v in r.items() if k.startswith("val/")} for r in metrics(two)]
+    assert [sorted(v) for v in val if v] == [
+        sorted(["val/greedy_acc", "val/mean@4", *(f"val/pass@{k}" for k in (1, 2, 4))])
+    ] * 2
+    assert [v for v in val if v] == [
+        {k: v for k, v in r.items() if k.startswith("val/")} for r in metrics(one) if "val/greedy_acc" in r
+    ]
+    a, b = eval_files(one), eval_files(two)
+    assert sorted(a) == sorted(b) and len(a) == 4, sorted(b)  # results and samples, initial and final
+    for kind in a:
+        assert a[kind] == b[kind], kind
+    final = next(v for k, v in b.items() if k.startswith("results_final"))["benchmarks"]["synthetic"]
+    assert final["n_problems"] == 5 and final["n"] == 4 and set(final["pass@k"]) == {"1", "2", "4"}
+    samples = next(v for k, v in b.items() if k.startswith("samples_synthetic_final"))
+    assert [s["mode"] for s in samples] == ["greedy"] * 5 + ["sample"] * 20
 
 
 def _wait_for_checkpoint(proc: Any, run: Path, deadline_s: float = 300) -> None:

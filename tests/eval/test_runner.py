@@ -5,7 +5,7 @@ import pytest
 from memrl.data.problem import Problem
 from memrl.data.templates import format_prompt
 from memrl.errors import UserError
-from memrl.eval.runner import FIELDS, VAL_KS, EvalSettings, evaluate_problems, weighted_average
+from memrl.eval.runner import FIELDS, VAL_KS, EvalSettings, evaluate_problems, split_batches, weighted_average
 from memrl.grading import Grader
 from memrl.rollout.records import Rollout
 
@@ -153,3 +153,43 @@ def test_runner_on_shards_adds_up_to_the_whole(compose_eval):
         ]
     assert [c for m in parts for c in m["correct_counts"]] == whole["correct_counts"]
     assert weighted_average({"a": parts[0], "b": parts[1]})["greedy_acc"] == pytest.approx(whole["greedy_acc"])
+
+
+@pytest.mark.parametrize("world", [2, 3])
+def test_split_batches_over_ranks_equal_one_call(tiny_model_dir, world):
+    """Each rank's whole batches (r, r + W, ...; `split_batches`, rank and world given, no process group) sample
+    what one call on all prompts samples for them, and every rank makes the same number of calls (a rank short
+    of batches repeats batch 0 and drops it): 7 prompts in 4 batches of 2."""
+    from memrl.config.schema import ModelConfig
+    from memrl.policy.load import load_policy
+    from memrl.rollout.hf_engine import HFEngine
+    from memrl.rollout.records import SamplingParams
+
+    model, tok, _ = load_policy(ModelConfig(name_or_path=str(tiny_model_dir), device="cpu", dtype="float32"))
+    engine = HFEngine(model, tok, batch_size=2)
+    prompts = [format_prompt(Problem(f"p{i}", f"{i}+{i + 2}?", str(2 * i + 2))) for i in range(7)]
+    params = SamplingParams(n=3, temperature=1.0, max_new_tokens=12, seed=4)
+    whole = [[r.token_ids for r in g] for g in engine.generate(prompts, params)]
+    calls: list[int] = []
+    counting = CountingEngine(engine, calls)
+    done: dict[int, list[list[int]]] = {}
+    per_rank = []
+    for rank in range(world):
+        before = len(calls)
+        part = split_batches(counting, prompts, params, rank, world)
+        per_rank.append(len(calls) - before)
+        assert not set(part) & set(done)
+        done.update((i, [r.token_ids for r in g]) for i, g in part.items())
+    assert [done[i] for i in range(len(prompts))] == whole
+    assert per_rank == [2] * world  # 4 batches: ceil(4 / W) calls on every rank
+
+
+class CountingEngine:
+    """An engine that records the number of prompts of each `generate` call and passes it on."""
+
+    def __init__(self, engine, calls):
+        self.engine, self.calls, self.batch_size = engine, calls, engine.batch_size
+
+    def generate(self, prompts, params, progress=None):
+        self.calls.append(len(prompts))
+        return self.engine.generate(prompts, params, progress)

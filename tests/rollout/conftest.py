@@ -17,17 +17,9 @@ WORKER = Path(__file__).resolve().parent / "dist_worker.py"
 DEADLINE_S = 400
 
 
-def _run_worker(out: Path, *args: str, nproc: int = 2) -> tuple[list[dict], str]:
+def _run_worker(out: Path, *args: str, env: dict[str, str], nproc: int = 2) -> tuple[list[dict], str]:
     """(each rank's result, the launch's output) of `dist_worker.py args` under torchrun; fails on error or hang."""
     out.mkdir(parents=True, exist_ok=True)
-    env = dict(os.environ)
-    env.update(
-        PYTHONPATH=os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")]).rstrip(os.pathsep),
-        OMP_NUM_THREADS="1",
-        HF_HUB_OFFLINE="1",
-        TOKENIZERS_PARALLELISM="false",
-        VLLM_LOGGING_LEVEL="WARNING",
-    )
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", str(WORKER)]
     proc = subprocess.Popen(
         [*cmd, *args, "--out", str(out)],
@@ -49,6 +41,6 @@ def _run_worker(out: Path, *args: str, nproc: int = 2) -> tuple[list[dict], str]
 
 
 @pytest.fixture
-def run_worker(tiny_model_dir):
+def run_worker(tiny_model_dir, subprocess_env):
     """`run_worker(out, *args, nproc=2)`; the tiny model is built first (the ranks would otherwise wait on its lock)."""
-    return _run_worker
+    return lambda out, *args, **kw: _run_worker(out, *args, env=subprocess_env(VLLM_LOGGING_LEVEL="WARNING"), **kw)

@@ -8,7 +8,6 @@ or gpu_check.sh would install it again on every run, or not at all.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -30,19 +29,6 @@ main(sys.argv[2:])
 """
 
 
-def _env() -> dict[str, str]:
-    env = dict(os.environ)
-    env.update(
-        PYTHONPATH=os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")]).rstrip(os.pathsep),
-        HF_HUB_OFFLINE="1",
-        HF_DATASETS_OFFLINE="1",
-        TOKENIZERS_PARALLELISM="false",
-        OMP_NUM_THREADS="1",
-    )
-    env.pop("WANDB_MODE", None)
-    return env
-
-
 def wheel_lines() -> list[tuple[str, str, str]]:
     """(package, version, module) of each line of scripts/gpu_wheels.txt."""
     out = []
@@ -55,7 +41,7 @@ def wheel_lines() -> list[tuple[str, str, str]]:
     return out
 
 
-def test_memrl_train_runs_without_vllm_and_wandb(tiny_model_dir, tmp_path):
+def test_memrl_train_runs_without_vllm_and_wandb(tiny_model_dir, tmp_path, subprocess_env):
     run = tmp_path / "run"
     args = [
         "train",
@@ -73,7 +59,9 @@ def test_memrl_train_runs_without_vllm_and_wandb(tiny_model_dir, tmp_path):
         f"hydra.run.dir={run}",
     ]
     cmd = [sys.executable, "-c", BLOCKED_RUN, "vllm,wandb", *args]
-    proc = subprocess.run(cmd, cwd=REPO, env=_env(), capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        cmd, cwd=REPO, env=subprocess_env(WANDB_MODE=None), capture_output=True, text=True, timeout=600
+    )
     assert proc.returncode == 0, proc.stderr[-4000:]
     rows = [json.loads(x) for x in (run / "train" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows if "perf/time_per_step" in r] == [1]
@@ -81,7 +69,7 @@ def test_memrl_train_runs_without_vllm_and_wandb(tiny_model_dir, tmp_path):
     proc = subprocess.run(
         [*cmd[:4], *args, "rollout=vllm", f"hydra.run.dir={tmp_path / 'vllm'}"],
         cwd=REPO,
-        env=_env(),
+        env=subprocess_env(WANDB_MODE=None),
         capture_output=True,
         text=True,
         timeout=600,
@@ -103,10 +91,9 @@ def test_gpu_wheels_name_each_packages_module():
 
 
 @pytest.mark.slow
-def test_gpu_check_cpu_mode_end_to_end(tiny_model_dir, tmp_path):
+def test_gpu_check_cpu_mode_end_to_end(tiny_model_dir, tmp_path, subprocess_env):
     """scripts/gpu_check.sh --cpu --small: the same runs as on a GPU, on a small model (several minutes)."""
-    env = _env()
-    env["PYTHON"] = sys.executable
+    env = subprocess_env(WANDB_MODE=None, PYTHON=sys.executable)
     proc = subprocess.run(
         [str(REPO / "scripts" / "gpu_check.sh"), "--cpu", "--small", "--out", str(tmp_path / "gc")],
         cwd=REPO,
