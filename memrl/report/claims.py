@@ -238,6 +238,14 @@ def meds_claim(jobs: Sequence[dict[str, Any]], metrics: tuple[str, str] = ("pass
         f"DAPO {_pct(m, p.mean_of('base'))})."
         for m, p in zip(metrics, gains)
     ]
+    top = gains[-1]
+    if top.n and top.mean_of("base") > 0.95:
+        mid = paired(meds, dapo, "pass@4")
+        lines.append(
+            f"- {top.metric} is at its ceiling on this toy (DAPO {_pct(top.metric, top.mean_of('base'))}), so it "
+            f"cannot show a gain; below the ceiling, pass@4: {mid.text()} (DAPO + MEDS "
+            f"{_pct('pass@4', mid.mean_of('arm'))}, DAPO {_pct('pass@4', mid.mean_of('base'))})."
+        )
     distinct = paired(meds, dapo, "distinct@16")
     if distinct.n:
         lines.append(f"- Distinct answers among 16 samples, DAPO + MEDS minus DAPO: {distinct.text()}.")
