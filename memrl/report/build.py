@@ -174,7 +174,9 @@ def build_report(
         tables.append({"title": section_title, "sources": [str(d) for d in section_dirs], "table": table})
     if claims:
         seen: set[str] = set()
-        jobs = [j for _, ds in parts for d in ds for j in collect_jobs(d) if not (j["dir"] in seen or seen.add(j["dir"]))]
+        jobs = [
+            j for _, ds in parts for d in ds for j in collect_jobs(d) if not (j["dir"] in seen or seen.add(j["dir"]))
+        ]
         lines += claims_section(jobs)
     text = "\n".join(lines) + "\n"
     atomic_write_text(md_path, text)

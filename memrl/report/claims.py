@@ -109,11 +109,13 @@ def paired(arm: dict[str, dict[str, Any]], base: dict[str, dict[str, Any]], metr
     return Paired(metric, tuple(seeds), tuple(a), tuple(b))
 
 
-def run_mean(jobs: dict[str, dict[str, Any]], key: str) -> float:
-    """The mean over a set of runs of a training metric's mean over each run's steps (NaN when never logged)."""
+def run_mean(jobs: dict[str, dict[str, Any]], key: str, steps: slice = slice(None)) -> float:
+    """The mean over a set of runs of a training metric's mean over each run's steps (`steps`: a slice of the
+    logged steps, e.g. the first or last ten; NaN when never logged)."""
     per_run = []
     for j in jobs.values():
-        values = [float(r[key]) for r in read_jsonl_tolerant(Path(j["dir"]) / "train" / "metrics.jsonl") if key in r]
+        rows = read_jsonl_tolerant(Path(j["dir"]) / "train" / "metrics.jsonl")[steps]
+        values = [float(r[key]) for r in rows if key in r]
         values = [v for v in values if not math.isnan(v)]
         if values:
             per_run.append(statistics.fmean(values))
@@ -171,6 +173,23 @@ def memreward_claim(jobs: Sequence[dict[str, Any]], metric: str = "pass@1") -> C
         lines.append(
             "- The GNN's reward on unlabelled rollouts during RL (mean over steps and seeds, against the hidden truth, "
             f"read for metrics only): {', '.join(q for q in quality if q)}."
+        )
+    early, late = (run_mean(memreward, "metrics_only/reward_fpr", w) for w in (slice(0, 10), slice(-10, None)))
+    if not (math.isnan(early) or math.isnan(late)):
+        clipped = run_mean(memreward, "response_length/clip_ratio", slice(-10, None))
+        lines.append(
+            f"- The GNN is frozen after its warm-up (the paper's design): its false-positive rate is {early:.2f} over "
+            f"the first ten steps and {late:.2f} over the last ten"
+            + (
+                f", when {100 * clipped:.0f}% of the rollouts run to the length limit"
+                if not math.isnan(clipped)
+                else ""
+            )
+            + (
+                ": the policy found completions the GNN rewards that are wrong (reward hacking of a fixed reward model)."
+                if late > early + 0.2
+                else "."
+            )
         )
     why = []
     for rate in ("0.1", "0.3"):

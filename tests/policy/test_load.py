@@ -58,7 +58,7 @@ def test_dtype_choices():
 
 
 def test_tiny_is_the_model_of_the_synthetic_task(monkeypatch, tmp_path):
-    """"tiny" routes to the embedded default for the arithmetic task (any levels, families or seed) and to the
+    """ "tiny" routes to the embedded default for the arithmetic task (any levels, families or seed) and to the
     toy's own model for rule_tags / meds_strategies, or for another depth (model.tiny_layers)."""
     from memrl.config.schema import SyntheticConfig
     from memrl.policy import load
@@ -76,4 +76,9 @@ def test_tiny_is_the_model_of_the_synthetic_task(monkeypatch, tmp_path):
     assert load.resolve_model_path("tiny", tmp_path, arith, 8) == str(tmp_path / "arithmetic-8")
     toy = SyntheticConfig(task="rule_tags")
     assert load.resolve_model_path("tiny", tmp_path, toy) == str(tmp_path / "rule_tags-None")
-    assert calls == [("default", tmp_path), ("default", tmp_path), ("arithmetic", 8, tmp_path), ("rule_tags", None, tmp_path)]
+    assert calls == [
+        ("default", tmp_path),
+        ("default", tmp_path),
+        ("arithmetic", 8, tmp_path),
+        ("rule_tags", None, tmp_path),
+    ]
