@@ -213,7 +213,9 @@ def memreward_claim(jobs: Sequence[dict[str, Any]], metric: str = "pass@1") -> C
             f"- Control task (a wrong rule the plurality on half of the tags): MemReward minus R1-p {c_gain.text()}, "
             f"against {gain.text()} on the task itself: "
             + (
-                "the gain falls where consensus misleads, so it comes from the groups' consensus."
+                "MemReward is below R1-p on both, so the control cannot say where a gain would come from."
+                if gain.mean <= 0 and c_gain.mean <= 0
+                else "the gain falls where consensus misleads, so it comes from the groups' consensus."
                 if c_gain.mean < gain.mean
                 else "the gain does not fall where consensus misleads."
             )
@@ -292,7 +294,12 @@ def meds_claim(jobs: Sequence[dict[str, Any]], metrics: tuple[str, str] = ("pass
                 "with the true strategies as clusters MEDS gains clearly, so the clustering is what falls short."
                 if any(p.clear for p in oc)
                 else "with the true strategies as clusters MEDS does not gain clearly either, so no clustering "
-                "can here: the penalty itself is too small to move the policy at this scale."
+                "can here: what holds MEDS back is not the clustering"
+                + (
+                    f" (its shaping moves a shaped group's advantages by {shift:.3f} of their size)."
+                    if not math.isnan(shift)
+                    else "."
+                )
             )
         )
     summary = (
