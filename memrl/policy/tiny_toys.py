@@ -58,7 +58,7 @@ _TASK_FIELDS = {
 _MAX_NEW_TOKENS = {"arithmetic": 64, "rule_tags": 24, "meds_strategies": 96}
 # warm-start learning rate where it differs from the embedded default's 3e-3: at 3e-3 the rule_tags loss sits
 # on a plateau (0.46 from step 80 to 640, 0.38 at the end); at 1e-3 it reaches 0.20 and the named rule is
-# applied 67% of the time instead of 33% (docs/toys.md#rule_tags-met-at-960-steps-4-layers)
+# applied 67% of the time instead of 33% (docs/toys.md#rule_tags-with-code-tags-met-at-960-steps-4-layers)
 _LR = {"rule_tags": 1e-3}
 
 
