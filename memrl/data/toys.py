@@ -9,9 +9,11 @@ integer in `\\boxed{}`), and both can tell, from a completion, which behaviour p
 
 ``rule_tags`` (MemReward: weak transfer, a visible cue)
 -------------------------------------------------------
-"Apply rule T17 to 3 8 5 1." Each of `n_tags` arbitrary tags hides one rule out of `RULES` (first,
-second, third, last, max, min of the four digits), drawn from (seed, tag) alone. A completion names the
-rule it applies, then boxes its value::
+"Apply rule falcon to 3 8 5 1." Each of `n_tags` tags hides one rule out of `RULES` (first, second,
+third, last, max, min of the four digits). With `tag_style=codes` (`T17`) a tag's rule is drawn from (seed,
+tag) alone; with `tag_style=words` (the preset) the tags are words of six families (`TAG_WORDS`) and a
+family's tags hide the same rule (`family_rules`). A completion repeats the tag, names the rule it applies,
+then boxes its value::
 
     Rule T17 max: \\boxed{8}
 
@@ -19,7 +21,7 @@ The warm-start data (`rule_sft_examples`) gives each tag four rules: the hidden 
 `rule_right_share` (0.4) and three distractor rules (drawn per tag) sharing the rest (0.2 each), so the
 most frequent answer of a group is informative (consensus) but right only part of the time, and a tag's
 rule says nothing about another tag's (weak transfer: a labelled tag teaches nothing about an unlabelled
-one). With `wrong_plurality_tags` = 0.5 (the control) half of the tags, chosen by hash, swap the shares of
+one; with words, only through its family). With `wrong_plurality_tags` = 0.5 (the control) half of the tags, chosen by hash, swap the shares of
 the hidden rule and one distractor, so a wrong rule is the plurality there and consensus misleads.
 Problems are drawn so that the four rules of the tag give four different answers, so the boxed value
 alone tells which of them was applied (`rule_of`), and so does the rule's name (`named_rule`).
@@ -147,7 +149,7 @@ def tag_names(cfg: Any) -> list[str]:
     families in turn (tag_style=words: every family has n_tags / 6 of them, give or take one)."""
     if cfg.n_tags < 1:
         raise UserError(f"data.synthetic.n_tags must be at least 1, got {cfg.n_tags}")
-    style = getattr(cfg, "tag_style", "codes")
+    style = cfg.tag_style
     if style == "codes":
         return [f"T{i}" for i in range(cfg.n_tags)]
     if style != "words":
@@ -158,9 +160,12 @@ def tag_names(cfg: Any) -> list[str]:
     return words[: cfg.n_tags]
 
 
+_FAMILY_OF = {word: family for family, words in TAG_WORDS.items() for word in words}
+
+
 def tag_family(tag: str) -> str | None:
     """The family of a word tag (None for a code tag)."""
-    return next((family for family, words in TAG_WORDS.items() if tag in words), None)
+    return _FAMILY_OF.get(tag)
 
 
 def family_rules(seed: int) -> dict[str, str]:

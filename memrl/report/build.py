@@ -173,11 +173,9 @@ def build_report(
         lines += section_lines
         tables.append({"title": section_title, "sources": [str(d) for d in section_dirs], "table": table})
     if claims:
-        seen: set[str] = set()
-        jobs = [
-            j for _, ds in parts for d in ds for j in collect_jobs(d) if not (j["dir"] in seen or seen.add(j["dir"]))
-        ]
-        lines += claims_section(jobs)
+        # a sweep folder may feed several tables; each job counts once
+        jobs = {j["dir"]: j for _, ds in parts for d in ds for j in collect_jobs(d)}
+        lines += claims_section(list(jobs.values()))
     text = "\n".join(lines) + "\n"
     atomic_write_text(md_path, text)
     atomic_write_json(out / "report.json", {"sections": tables})
